@@ -1,0 +1,3 @@
+from framewatch.cli import main
+
+main()

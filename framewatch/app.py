@@ -1,0 +1,76 @@
+"""The FastAPI application: routers, error handlers, and the lifespan that owns the runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from framewatch import __version__
+from framewatch.auth.router import router as keys_router
+from framewatch.auth.service import AdminKeyBootstrap, ensure_admin_key
+from framewatch.cameras.router import router as cameras_router
+from framewatch.core import migrate
+from framewatch.core.config import Settings
+from framewatch.core.health import router as health_router
+from framewatch.core.http_errors import BodySizeLimit, install_error_handlers
+from framewatch.detections.router import router as detections_router
+from framewatch.frames.router import router as frames_router
+from framewatch.providers.router import router as providers_router
+from framewatch.providers.service import ensure_default_provider
+from framewatch.runtime import Runtime
+
+log = logging.getLogger("framewatch")
+
+
+class SchemaNotMigrated(RuntimeError):
+    pass
+
+
+async def start_runtime(settings: Settings) -> tuple[Runtime, AdminKeyBootstrap]:
+    """Open the runtime, check the schema is current, and make sure an admin can log in."""
+    runtime = Runtime.create(settings)
+    try:
+        current, head = await migrate.current_revision(runtime.engine), migrate.head_revision()
+        if current != head:
+            raise SchemaNotMigrated(
+                f"the database is at revision {current or 'none'}, the code needs {head}: "
+                "run `framewatch migrate` first"
+            )
+        async with runtime.session_factory() as session:
+            bootstrap = await ensure_admin_key(session, settings)
+            await ensure_default_provider(session)
+            await session.commit()
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime, bootstrap
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime, bootstrap = await start_runtime(settings)
+        app.state.runtime = runtime
+        app.state.admin_key = bootstrap
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="framewatch",
+        version=__version__,
+        summary="Frames in, detections out: a detection-integration service for camera systems.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    for router in (health_router, detections_router, providers_router, cameras_router,
+                   frames_router, keys_router):
+        app.include_router(router)
+    return app

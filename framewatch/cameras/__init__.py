@@ -1,0 +1,1 @@
+"""Cameras: the sources of frames."""

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from framewatch.auth.dependencies import Admin, Viewer
+from framewatch.cameras import service
+from framewatch.cameras.schemas import CameraCreate, CameraOut, CameraPatch
+from framewatch.core.dependencies import RuntimeDep, Session
+from framewatch.core.openapi import AUTH_ERRORS, error_responses
+from framewatch.frames.service import delete_unreferenced_files
+
+router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
+
+
+@router.get("", response_model=list[CameraOut], responses=AUTH_ERRORS)
+async def list_cameras(session: Session, _: Viewer) -> list[CameraOut]:
+    return [CameraOut.model_validate(c) for c in await service.list_cameras(session)]
+
+
+@router.post("", response_model=CameraOut, status_code=201,
+             responses={**AUTH_ERRORS, **error_responses(409)})
+async def create_camera(session: Session, principal: Admin, body: CameraCreate) -> CameraOut:
+    camera = await service.create_camera(session, body, actor=principal.actor)
+    await session.commit()
+    return CameraOut.model_validate(camera)
+
+
+@router.get("/{camera_id}", response_model=CameraOut,
+            responses={**AUTH_ERRORS, **error_responses(404)})
+async def get_camera(session: Session, _: Viewer, camera_id: str) -> CameraOut:
+    return CameraOut.model_validate(await service.get_camera(session, camera_id))
+
+
+@router.patch("/{camera_id}", response_model=CameraOut,
+              responses={**AUTH_ERRORS, **error_responses(404)})
+async def update_camera(
+    session: Session, principal: Admin, camera_id: str, body: CameraPatch
+) -> CameraOut:
+    camera = await service.update_camera(session, camera_id, body, actor=principal.actor)
+    await session.commit()
+    return CameraOut.model_validate(camera)
+
+
+@router.delete("/{camera_id}", status_code=204, response_class=Response,
+               responses={**AUTH_ERRORS, **error_responses(404)})
+async def delete_camera(
+    session: Session, runtime: RuntimeDep, principal: Admin, camera_id: str
+) -> Response:
+    """Delete the camera with its frames (and their images), detections and queue items."""
+    stored_paths = await service.delete_camera(session, camera_id, actor=principal.actor)
+    await session.commit()
+    await delete_unreferenced_files(session, runtime.frame_store, stored_paths)
+    return Response(status_code=204)

@@ -1,0 +1,102 @@
+"""The one settings object. Every option is an environment variable prefixed `FRAMEWATCH_`.
+
+`docs/configuration.md` documents each field; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAMEWATCH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Folder for the SQLite database, stored frames, the generated secret key "
+        "and the generated admin key.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL, e.g. `postgresql+asyncpg://user@host/db`. "
+        "Default: SQLite at `<data_dir>/framewatch.db`.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for the shared cache, e.g. `redis://127.0.0.1:6379/0`. "
+        "Unset: an in-process cache.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `framewatch serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of `framewatch serve`.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts provider API keys at rest (a Fernet key, or any passphrase "
+        "from which one is derived). Unset: generated once into `<data_dir>/secret.key` (0600).",
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, an admin API key with this value is made sure to exist at start. "
+        "Unset: the first start creates one and writes it to `<data_dir>/admin-api-key` (0600).",
+    )
+    max_frame_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest accepted frame, in bytes."
+    )
+    max_frame_pixels: int = Field(
+        default=40_000_000,
+        ge=64,
+        description="Largest accepted frame area (width × height), checked before decoding.",
+    )
+    max_frame_side: int = Field(
+        default=10_000, ge=16, description="Largest accepted frame width or height, in pixels."
+    )
+    min_frame_side: int = Field(
+        default=16, ge=1, description="Smallest accepted frame width or height, in pixels."
+    )
+    live_ttl_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="How long an answer to the same bytes from the same camera is served from "
+        "the cache without calling the provider again.",
+    )
+    live_window_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How recent a camera's last processed frame must be to appear in "
+        "`GET /api/v1/detections/live`.",
+    )
+    provider_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Default read timeout of a new HTTP provider."
+    )
+    provider_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Default retries of a new HTTP provider."
+    )
+    builtin_face_encodings: bool = Field(
+        default=True,
+        description="Whether the built-in detector computes a 128-d encoding for each face "
+        "(about 100 ms per face on one core).",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'framewatch.db').resolve()}"
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.data_dir / "frames"
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body: a base64 frame in JSON plus room for the other fields."""
+        return self.max_frame_bytes * 4 // 3 + 1024 * 1024

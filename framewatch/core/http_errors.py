@@ -1,0 +1,110 @@
+"""Every error, whatever raised it, leaves as `{"error": code, "detail": text}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from framewatch.core.errors import FramewatchError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "request_too_large",
+    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(FramewatchError, _framewatch_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(IntegrityError, _integrity_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status,
+                        headers=headers)
+
+
+async def _framewatch_error(_: Request, exc: FramewatchError) -> JSONResponse:
+    return error_response(exc.status_code, exc.code, exc.detail, **exc.extra)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    fields = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
+    return error_response(422, "validation_error", detail or "invalid request", fields=fields)
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+    # Two requests raced for the same unique value; the loser learns it here.
+    log.info("integrity error answered as 409: %s", exc.orig)
+    return error_response(409, "conflict", "the change conflicts with the stored data")
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+class BodySizeLimit:
+    """Refuses request bodies over `max_bytes` with 413, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "request_too_large",
+            f"the request body is larger than the limit of {self.max_bytes} bytes",
+            limit_bytes=self.max_bytes,
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass

@@ -1,0 +1,68 @@
+"""Encryption at rest for provider API keys (Fernet), and the key it uses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from framewatch.core.config import Settings
+
+SECRET_KEY_FILE = "secret.key"
+
+
+class SecretBox:
+    """Encrypts and decrypts short secrets with one Fernet key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def encrypt(self, plaintext: str) -> bytes:
+        return self._fernet.encrypt(plaintext.encode())
+
+    def decrypt(self, token: bytes) -> str:
+        try:
+            return self._fernet.decrypt(token).decode()
+        except InvalidToken as exc:
+            raise ValueError(
+                "a stored secret cannot be decrypted: FRAMEWATCH_SECRET_KEY differs from the key "
+                "it was encrypted with"
+            ) from exc
+
+
+def fernet_key_from(secret: str) -> bytes:
+    """Use `secret` as a Fernet key if it is one; otherwise derive one from it (any passphrase)."""
+    raw = secret.encode()
+    try:
+        if len(base64.urlsafe_b64decode(raw)) == 32:
+            return raw
+    except ValueError:
+        pass
+    return base64.urlsafe_b64encode(hashlib.sha256(b"framewatch-secret-key:" + raw).digest())
+
+
+def load_secret_box(settings: Settings) -> SecretBox:
+    """The configured key, or the one generated into the data dir (created 0600 on first use)."""
+    if settings.secret_key is not None:
+        return SecretBox(fernet_key_from(settings.secret_key.get_secret_value()))
+    path = settings.data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        write_private_file(path, Fernet.generate_key().decode())
+    return SecretBox(fernet_key_from(path.read_text().strip()))
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write `content` to a file only its owner can read (created with mode 0600, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content + "\n")
+    os.chmod(path, 0o600)
+
+
+def mask(secret: str) -> str:
+    """A hint that tells secrets apart without revealing them: `••••abcd`."""
+    return "••••" + secret[-4:] if len(secret) >= 8 else "••••"

@@ -1,0 +1,1 @@
+"""Detections: the send-frame pipeline and the queries that serve results back."""

@@ -1,0 +1,135 @@
+"""Reading detections back: filtered keyset pages, one by id, and the live view."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from framewatch.core.database import utcnow
+from framewatch.core.errors import BadRequest, NotFound
+from framewatch.detections.schemas import (
+    DetectionOut,
+    DetectionPage,
+    LiveCamera,
+    LiveView,
+)
+from framewatch.detections.service import brief
+from framewatch.models import Detection, Frame
+from framewatch.models.frame import FRAME_PROCESSED
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionFilter:
+    camera_id: str | None = None
+    types: list[str] | None = None
+    label: str | None = None
+    min_confidence: float | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def encode_cursor(detected_at: datetime, detection_id: int) -> str:
+    raw = json.dumps([detected_at.isoformat(), detection_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, detection_id = json.loads(raw)
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None or not isinstance(detection_id, int):
+            raise ValueError("bad cursor fields")
+        return moment, detection_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("the cursor is not one this API gave out", field="cursor") from exc
+
+
+async def list_detections(
+    session: AsyncSession, where: DetectionFilter, *, limit: int, cursor: str | None
+) -> DetectionPage:
+    """Newest first, ordered by (detected_at, id), so pages are stable under inserts."""
+    query = select(Detection)
+    if where.camera_id:
+        query = query.where(Detection.camera_id == where.camera_id)
+    if where.types:
+        query = query.where(Detection.type.in_(where.types))
+    if where.label:
+        query = query.where(Detection.label == where.label)
+    if where.min_confidence is not None:
+        query = query.where(Detection.confidence >= where.min_confidence)
+    if where.since:
+        query = query.where(Detection.detected_at >= where.since)
+    if where.until:
+        query = query.where(Detection.detected_at < where.until)
+    if cursor:
+        moment, last_id = decode_cursor(cursor)
+        query = query.where(tuple_(Detection.detected_at, Detection.id) < tuple_(moment, last_id))
+    query = query.order_by(Detection.detected_at.desc(), Detection.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].detected_at, rows[-1].id)
+    return DetectionPage(items=[detection_out(row) for row in rows], next_cursor=next_cursor)
+
+
+async def get_detection(session: AsyncSession, detection_id: int) -> DetectionOut:
+    row = await session.get(Detection, detection_id)
+    if row is None:
+        raise NotFound(f"no detection with id {detection_id}")
+    return detection_out(row)
+
+
+async def live_view(
+    session: AsyncSession, *, window_seconds: float, camera_id: str | None, types: list[str] | None
+) -> LiveView:
+    """Per camera, the detections of its latest processed frame within the live window."""
+    cutoff = utcnow() - timedelta(seconds=window_seconds)
+    latest = (
+        select(func.max(Frame.id).label("frame_id"))
+        .where(Frame.received_at >= cutoff, Frame.status == FRAME_PROCESSED)
+        .group_by(Frame.camera_id)
+    )
+    if camera_id:
+        latest = latest.where(Frame.camera_id == camera_id)
+    frames = list(
+        await session.scalars(
+            select(Frame).where(Frame.id.in_(latest.scalar_subquery())).order_by(Frame.camera_id)
+        )
+    )
+    by_frame: dict[int, list[Detection]] = {frame.id: [] for frame in frames}
+    if frames:
+        query = select(Detection).where(Detection.frame_id.in_(list(by_frame)))
+        if types:
+            query = query.where(Detection.type.in_(types))
+        for detection in await session.scalars(query.order_by(Detection.id)):
+            by_frame[detection.frame_id].append(detection)
+    return LiveView(
+        window_seconds=window_seconds,
+        cameras=[
+            LiveCamera(
+                camera_id=frame.camera_id, frame_id=frame.id, received_at=frame.received_at,
+                processed_at=frame.processed_at, provider=frame.provider_name,
+                detections=[brief(d) for d in by_frame[frame.id]],
+            )
+            for frame in frames
+        ],
+    )
+
+
+def detection_out(row: Detection) -> DetectionOut:
+    summary = brief(row)
+    return DetectionOut(
+        **summary.model_dump(), frame_id=row.frame_id, camera_id=row.camera_id,
+        provider=row.provider_name, provider_id=row.provider_id, model=row.model,
+        latency_ms=row.latency_ms, has_encoding=row.face_encoding is not None,
+        encoding_model=row.encoding_model, attributes=row.attributes or {},
+        detected_at=row.detected_at, created_at=row.created_at,
+    )

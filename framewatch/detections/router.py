@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime
+
+from framewatch.auth.dependencies import Operator, Viewer
+from framewatch.core.dependencies import RuntimeDep, Session
+from framewatch.core.openapi import AUTH_ERRORS, error_responses
+from framewatch.detections import queries, service
+from framewatch.detections.intake import read_submission
+from framewatch.detections.schemas import (
+    DetectionOut,
+    DetectionPage,
+    DetectionTypeList,
+    LiveView,
+    SendFrameJson,
+    SendFrameResult,
+)
+
+router = APIRouter(prefix="/api/v1/detections", tags=["detections"])
+
+_SEND_FRAME_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "camera_id"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "camera_id": {"type": "string"},
+                        "detection_types": {"type": "string", "example": "person,face"},
+                        "captured_at": {"type": "string", "format": "date-time"},
+                    },
+                }
+            },
+            "application/json": {"schema": SendFrameJson.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "/send-frame",
+    response_model=SendFrameResult,
+    openapi_extra=_SEND_FRAME_BODY,
+    responses={**AUTH_ERRORS, **error_responses(400, 404, 409, 413, 415, 502, 503)},
+    summary="Detect in one frame",
+)
+async def send_frame(
+    request: Request, session: Session, runtime: RuntimeDep, principal: Operator
+) -> SendFrameResult:
+    """Store a frame, run its camera's provider on it and return what was found."""
+    submission = await read_submission(request, principal, runtime.settings.max_frame_bytes)
+    return await service.send_frame(session, runtime, submission)
+
+
+@router.get("/live", response_model=LiveView, responses=AUTH_ERRORS)
+async def live(
+    session: Session,
+    runtime: RuntimeDep,
+    _: Viewer,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    types: DetectionTypeList | None = None,
+) -> LiveView:
+    """Per camera, the detections of its most recent frame within the live window."""
+    return await queries.live_view(
+        session, window_seconds=runtime.settings.live_window_seconds, camera_id=camera_id,
+        types=service.parse_types(types),
+    )
+
+
+@router.get("", response_model=DetectionPage, responses={**AUTH_ERRORS, **error_responses(400)})
+async def list_detections(
+    session: Session,
+    _: Viewer,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    types: DetectionTypeList | None = None,
+    label: Annotated[str | None, Query(max_length=100)] = None,
+    min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> DetectionPage:
+    """Detections, newest first, filtered; follow `next_cursor` for the next page."""
+    where = queries.DetectionFilter(
+        camera_id=camera_id, types=service.parse_types(types), label=label,
+        min_confidence=min_confidence, since=since, until=until,
+    )
+    return await queries.list_detections(session, where, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/{detection_id}",
+    response_model=DetectionOut,
+    responses={**AUTH_ERRORS, **error_responses(404)},
+)
+async def get_detection(session: Session, _: Viewer, detection_id: int) -> DetectionOut:
+    return await queries.get_detection(session, detection_id)

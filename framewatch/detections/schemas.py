@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from framewatch.cameras.schemas import CameraId
+
+DetectionTypeList = Annotated[
+    str,
+    Field(
+        max_length=1000,
+        pattern=r"^\s*[a-z][a-z0-9 _-]{0,63}(\s*,\s*[a-z][a-z0-9 _-]{0,63})*\s*$",
+        description="Comma-separated detection types, e.g. `person,face`.",
+        examples=["person,face"],
+    ),
+]
+
+
+class SendFrameJson(BaseModel):
+    """The JSON form of send-frame (the multipart form has the same fields, `image` a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera_id: CameraId
+    image_base64: str = Field(min_length=1, description="The JPEG, PNG or WebP bytes, base64.")
+    detection_types: DetectionTypeList | list[Annotated[str, Field(max_length=64)]] | None = None
+    captured_at: AwareDatetime | None = None
+
+
+class BBox(BaseModel):
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+class DetectionBrief(BaseModel):
+    id: int
+    type: str
+    label: str
+    confidence: float
+    bbox: BBox = Field(description="In pixels of the frame.")
+    bbox_norm: BBox = Field(description="As fractions 0..1 of the frame's width and height.")
+    subject: str | None = None
+    person_id: int | None = None
+
+
+class SendFrameResult(BaseModel):
+    frame_id: int
+    camera_id: str
+    provider: str
+    processed_at: datetime
+    latency_ms: float
+    cached: bool
+    detections: list[DetectionBrief]
+
+
+class DetectionOut(DetectionBrief):
+    model_config = ConfigDict(from_attributes=True)
+
+    frame_id: int
+    camera_id: str
+    provider: str
+    provider_id: int | None
+    model: str
+    latency_ms: float
+    has_encoding: bool
+    encoding_model: str | None
+    attributes: dict[str, object]
+    detected_at: datetime
+    created_at: datetime
+
+
+class DetectionPage(BaseModel):
+    items: list[DetectionOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page.")
+
+
+class LiveCamera(BaseModel):
+    camera_id: str
+    frame_id: int
+    received_at: datetime
+    processed_at: datetime | None
+    provider: str | None
+    detections: list[DetectionBrief]
+
+
+class LiveView(BaseModel):
+    window_seconds: float
+    cameras: list[LiveCamera]

@@ -1,0 +1,226 @@
+"""The send-frame pipeline: accept a frame, ask its provider, store what was found.
+
+The provider is called before anything is written, so no database transaction is held open
+during a slow call; the frame, its detections and the event are then written in one
+transaction. When the provider fails, the frame is stored and queued instead, never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from framewatch.cameras.service import get_camera
+from framewatch.core.database import utcnow
+from framewatch.core.errors import Conflict, ProviderRejected, ProviderUnavailable
+from framewatch.detections.schemas import BBox, DetectionBrief, SendFrameResult
+from framewatch.events.service import EventType, Severity, record_event
+from framewatch.frames.images import inspect_frame
+from framewatch.models import Detection, DetectionProviderConfig, Frame
+from framewatch.models.frame import FRAME_PROCESSED, FRAME_QUEUED
+from framewatch.providers.base import (
+    FoundObject,
+    FrameImage,
+    ProviderError,
+    ProviderResult,
+    ProviderSpec,
+)
+from framewatch.providers.registry import build_provider
+from framewatch.providers.service import provider_for_camera, spec_from_config
+from framewatch.queue.service import enqueue_frame
+from framewatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CACHE_KIND_FRAME = "frame"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSubmission:
+    camera_id: str
+    data: bytes
+    detection_types: list[str] | None = None
+    captured_at: datetime | None = None
+    actor: str | None = None
+
+
+def parse_types(value: str | list[str] | None) -> list[str] | None:
+    """`"person, face"` or `["person", "face"]` → `["face", "person"]`; empty → None."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    types = sorted({item.strip().lower() for item in items if item.strip()})
+    return types or None
+
+
+async def send_frame(
+    session: AsyncSession, runtime: Runtime, submission: FrameSubmission
+) -> SendFrameResult:
+    """Run one frame through its camera's provider and store the result (commits)."""
+    image = inspect_frame(submission.data, runtime.settings)
+    camera = await get_camera(session, submission.camera_id)
+    if not camera.enabled:
+        raise Conflict(f"camera {camera.id!r} is disabled", camera_id=camera.id)
+    config, fallback_spec = await provider_for_camera(session, camera, runtime.settings)
+    spec = spec_from_config(config, runtime.secret_box) if config else fallback_spec
+    assert spec is not None
+    types = submission.detection_types or sorted(spec.detection_types)
+    sha256 = hashlib.sha256(image.data).hexdigest()
+
+    cache_key = f"{camera.id}:{sha256}:{','.join(types)}"
+    cached = await runtime.cache.get(CACHE_KIND_FRAME, cache_key)
+    if cached is not None:
+        return SendFrameResult.model_validate({**cached, "cached": True})
+
+    storage_path = await runtime.frame_store.save(image.data, sha256, image.content_type)
+    # End the read transaction: nothing stays open while the provider works.
+    await session.commit()
+    frame = Frame(
+        camera_id=camera.id, sha256=sha256, content_type=image.content_type,
+        size_bytes=len(image.data), width=image.width, height=image.height,
+        storage_path=storage_path, captured_at=submission.captured_at, received_at=utcnow(),
+        requested_types=types,
+    )
+    try:
+        result = await build_provider(spec, runtime.provider_deps).detect(image, frozenset(types))
+    except ProviderError as exc:
+        await _keep_failed_frame(session, frame, config, spec, types, exc)
+        error_class = ProviderUnavailable if exc.retryable else ProviderRejected
+        raise error_class(
+            f"provider {spec.name!r} failed: {exc.message}", provider=spec.name,
+            frame_id=frame.id, queued=True,
+        ) from None
+
+    detections = await store_detections(session, frame, config, spec, image, result, types)
+    await session.commit()
+    answer = SendFrameResult(
+        frame_id=frame.id, camera_id=camera.id, provider=spec.name,
+        processed_at=frame.processed_at or utcnow(), latency_ms=round(result.latency_ms, 2),
+        cached=False, detections=[brief(d) for d in detections],
+    )
+    await runtime.cache.set(CACHE_KIND_FRAME, cache_key, answer.model_dump(mode="json"),
+                            runtime.settings.live_ttl_seconds)
+    return answer
+
+
+async def store_detections(
+    session: AsyncSession,
+    frame: Frame,
+    config: DetectionProviderConfig | None,
+    spec: ProviderSpec,
+    image: FrameImage,
+    result: ProviderResult,
+    types: list[str],
+) -> list[Detection]:
+    """Add the frame as processed, its detections and a `frame.processed` event (flushes)."""
+    now = utcnow()
+    frame.status = FRAME_PROCESSED
+    frame.provider_id = config.id if config else None
+    frame.provider_name = spec.name
+    frame.model = result.model
+    frame.latency_ms = result.latency_ms
+    frame.provider_response = result.raw
+    frame.processed_at = now
+    session.add(frame)
+    await session.flush()
+    wanted = set(types)
+    detections = [
+        _to_detection(found, frame, config, spec, image, result)
+        for found in result.objects
+        if found.type in wanted and found.confidence >= spec.min_confidence
+    ]
+    stored = [d for d in detections if d is not None]
+    session.add_all(stored)
+    await session.flush()
+    counts = Counter(d.type for d in stored)
+    record_event(
+        session, EventType.FRAME_PROCESSED,
+        f"{len(stored)} detections on camera {frame.camera_id!r} by {spec.name}",
+        camera_id=frame.camera_id, provider=spec.name, frame_id=frame.id,
+        payload={"counts": dict(counts), "latency_ms": round(result.latency_ms, 2),
+                 "attempts": result.attempts, "model": result.model},
+    )
+    return stored
+
+
+def _to_detection(
+    found: FoundObject,
+    frame: Frame,
+    config: DetectionProviderConfig | None,
+    spec: ProviderSpec,
+    image: FrameImage,
+    result: ProviderResult,
+) -> Detection | None:
+    width, height = image.width, image.height
+    x_min = round(min(max(found.box.x_min, 0.0), width))
+    y_min = round(min(max(found.box.y_min, 0.0), height))
+    x_max = round(min(max(found.box.x_max, 0.0), width))
+    y_max = round(min(max(found.box.y_max, 0.0), height))
+    if x_max - x_min < 1 or y_max - y_min < 1:
+        log.info("dropping a degenerate %s box from %s on frame of %s", found.type, spec.name,
+                 frame.camera_id)
+        return None
+    encoding = None
+    if found.encoding is not None:
+        encoding = np.asarray(found.encoding, dtype="<f4").tobytes()
+    return Detection(
+        frame_id=frame.id, camera_id=frame.camera_id, provider_id=config.id if config else None,
+        provider_name=spec.name, model=result.model, latency_ms=result.latency_ms,
+        type=found.type, label=found.label, confidence=float(found.confidence),
+        x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
+        x_min_norm=x_min / width, y_min_norm=y_min / height,
+        x_max_norm=x_max / width, y_max_norm=y_max / height,
+        face_encoding=encoding, encoding_model=found.encoding_model if encoding else None,
+        subject=found.subject, attributes=dict(found.attributes),
+        detected_at=frame.seen_at, created_at=utcnow(),
+    )
+
+
+async def _keep_failed_frame(
+    session: AsyncSession,
+    frame: Frame,
+    config: DetectionProviderConfig | None,
+    spec: ProviderSpec,
+    types: list[str],
+    exc: ProviderError,
+) -> None:
+    frame.status = FRAME_QUEUED
+    frame.provider_id = config.id if config else None
+    frame.provider_name = spec.name
+    session.add(frame)
+    await session.flush()
+    item = await enqueue_frame(
+        session, frame, provider_id=frame.provider_id, detection_types=types,
+        last_error=exc.message, attempts=1, retryable=exc.retryable,
+    )
+    record_event(
+        session, EventType.PROVIDER_ERROR, f"provider {spec.name!r} failed: {exc.message}",
+        severity=Severity.ERROR, camera_id=frame.camera_id, frame_id=frame.id,
+        provider=spec.name,
+        payload={"attempts": exc.attempts, "status_code": exc.status_code,
+                 "retryable": exc.retryable, "queue_item_id": item.id},
+    )
+    record_event(
+        session, EventType.FRAME_QUEUED, f"frame {frame.id} kept and queued ({item.status})",
+        severity=Severity.WARNING, camera_id=frame.camera_id, frame_id=frame.id,
+        provider=spec.name, payload={"queue_item_id": item.id, "status": item.status},
+    )
+    await session.commit()
+
+
+def brief(detection: Detection) -> DetectionBrief:
+    return DetectionBrief(
+        id=detection.id, type=detection.type, label=detection.label,
+        confidence=round(detection.confidence, 4),
+        bbox=BBox(x_min=detection.x_min, y_min=detection.y_min,
+                  x_max=detection.x_max, y_max=detection.y_max),
+        bbox_norm=BBox(x_min=round(detection.x_min_norm, 5), y_min=round(detection.y_min_norm, 5),
+                       x_max=round(detection.x_max_norm, 5), y_max=round(detection.y_max_norm, 5)),
+        subject=detection.subject, person_id=detection.person_id,
+    )

@@ -1,0 +1,62 @@
+"""Writing audit events. Event types are listed in docs/events.md."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from framewatch.models import DetectionEventLog
+
+
+class Severity(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class EventType(StrEnum):
+    FRAME_PROCESSED = "frame.processed"
+    FRAME_QUEUED = "frame.queued"
+    PROVIDER_ERROR = "provider.error"
+    PROVIDER_CREATED = "provider.created"
+    PROVIDER_UPDATED = "provider.updated"
+    PROVIDER_DELETED = "provider.deleted"
+    PROVIDER_TESTED = "provider.tested"
+    CAMERA_CREATED = "camera.created"
+    CAMERA_UPDATED = "camera.updated"
+    CAMERA_DELETED = "camera.deleted"
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
+
+
+def record_event(
+    session: AsyncSession,
+    event_type: EventType,
+    message: str,
+    *,
+    severity: Severity = Severity.INFO,
+    camera_id: str | None = None,
+    frame_id: int | None = None,
+    detection_id: int | None = None,
+    provider: str | None = None,
+    actor: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> DetectionEventLog:
+    """Add an event to the session; it is committed with the caller's transaction."""
+    event = DetectionEventLog(
+        event_type=event_type.value,
+        severity=severity.value,
+        camera_id=camera_id,
+        frame_id=frame_id,
+        detection_id=detection_id,
+        provider=provider,
+        actor=actor,
+        message=message,
+        payload=payload or {},
+    )
+    session.add(event)
+    return event

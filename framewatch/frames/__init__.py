@@ -1,0 +1,1 @@
+"""Frames: validating images, storing them on disk, serving them back."""

@@ -1,0 +1,1 @@
+"""What is live: the cache of recent answers (and, later, WebSocket streaming)."""

@@ -1,0 +1,1 @@
+"""Detection providers: one `Provider` protocol, one small class per kind."""

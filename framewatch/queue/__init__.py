@@ -1,0 +1,1 @@
+"""The durable processing queue: frames waiting for a provider."""
