@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,9 @@ from framewatch.detections.router import router as detections_router
 from framewatch.frames.router import router as frames_router
 from framewatch.providers.router import router as providers_router
 from framewatch.providers.service import ensure_default_provider
+from framewatch.queue.dispatch import LocalDispatcher
+from framewatch.queue.inprocess import InProcessWorker
+from framewatch.queue.router import router as queue_router
 from framewatch.runtime import Runtime
 
 log = logging.getLogger("framewatch")
@@ -49,6 +53,15 @@ async def start_runtime(settings: Settings) -> tuple[Runtime, AdminKeyBootstrap]
     return runtime, bootstrap
 
 
+def start_inprocess_worker(runtime: Runtime) -> InProcessWorker | None:
+    """Without a broker, this process runs the queue and the periodic jobs itself."""
+    if not isinstance(runtime.dispatcher, LocalDispatcher):
+        return None
+    worker = InProcessWorker(runtime, runtime.dispatcher.wake)
+    worker.start()
+    return worker
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -57,9 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime, bootstrap = await start_runtime(settings)
         app.state.runtime = runtime
         app.state.admin_key = bootstrap
+        worker = start_inprocess_worker(runtime)
+        # Load the detector's weights now, off the event loop, not on the first frame.
+        warm_up = asyncio.create_task(runtime.warm_up_detector_if_used())
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
+            await warm_up
             await runtime.close()
 
     app = FastAPI(
@@ -70,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    for router in (health_router, detections_router, providers_router, cameras_router,
-                   frames_router, keys_router):
+    # The queue's routes share the /api/v1/detections prefix and must match before
+    # `/detections/{detection_id}`.
+    for router in (health_router, queue_router, detections_router, providers_router,
+                   cameras_router, frames_router, keys_router):
         app.include_router(router)
     return app

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from framewatch.core.config import Settings
@@ -16,6 +19,9 @@ from framewatch.detector.detector import BuiltinDetector
 from framewatch.frames.storage import FrameStore
 from framewatch.live.cache import LiveCache, create_cache
 from framewatch.providers.base import ProviderDeps
+from framewatch.providers.breaker import BreakerPolicy
+from framewatch.queue.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
+from framewatch.queue.service import QueuePolicy, RetryPolicy
 
 
 @functools.lru_cache(maxsize=2)
@@ -34,6 +40,9 @@ class Runtime:
     cache: LiveCache
     frame_store: FrameStore
     provider_deps: ProviderDeps
+    dispatcher: Dispatcher
+    queue_policy: QueuePolicy
+    breaker_policy: BreakerPolicy
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -55,13 +64,66 @@ class Runtime:
             cache=create_cache(settings.redis_url),
             frame_store=FrameStore(settings.frames_dir),
             provider_deps=ProviderDeps(http_client=http_client, builtin_detector=detector),
+            dispatcher=_dispatcher(settings),
+            queue_policy=QueuePolicy(
+                lease=timedelta(seconds=settings.queue_lease_seconds),
+                retry=RetryPolicy(
+                    max_attempts=settings.queue_max_attempts,
+                    base_seconds=settings.queue_retry_base_seconds,
+                    max_seconds=settings.queue_retry_max_seconds,
+                ),
+                redispatch_after=timedelta(seconds=settings.queue_redispatch_seconds),
+            ),
+            breaker_policy=BreakerPolicy(
+                failure_threshold=settings.breaker_failure_threshold,
+                cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
+                probe_timeout=timedelta(seconds=max(60.0, settings.queue_lease_seconds)),
+            ),
         )
 
     async def warm_up_detector(self) -> None:
-        """Load the built-in detector's weights off the event loop, before the first frame."""
-        await asyncio.to_thread(self.provider_deps.builtin_detector)
+        """Load the built-in detector's weights and run it once on the sample frame, off the
+        event loop, so that the first real frame does not pay for either."""
+        from framewatch.detector.detector import decode_image
+        from framewatch.detector.weights import sample_frame
+        from framewatch.providers.base import STANDARD_TYPES
+
+        def warm() -> None:
+            image = decode_image(sample_frame())
+            if image is not None:
+                self.provider_deps.builtin_detector().detect(image, STANDARD_TYPES, 0.5)
+
+        await asyncio.to_thread(warm)
+
+    async def warm_up_detector_if_used(self) -> None:
+        """Load the built-in detector's weights off the event loop when an enabled provider
+        (or the fallback) is the built-in one; a load failure is reported on first use."""
+        from framewatch.detector.weights import DetectorUnavailable
+        from framewatch.models import DetectionProviderConfig
+
+        async with self.session_factory() as session:
+            kinds = set(await session.scalars(
+                select(DetectionProviderConfig.kind)
+                .where(DetectionProviderConfig.enabled.is_(True))
+            ))
+        if kinds and "builtin" not in kinds:
+            return
+        with contextlib.suppress(DetectorUnavailable):
+            await self.warm_up_detector()
+
+    @property
+    def uses_broker(self) -> bool:
+        return isinstance(self.dispatcher, CeleryDispatcher)
 
     async def close(self) -> None:
         await self.http_client.aclose()
         await self.cache.backend.close()
         await self.engine.dispose()
+
+
+def _dispatcher(settings: Settings) -> Dispatcher:
+    if settings.broker_url:
+        from framewatch.queue.celery_app import create_celery
+
+        return CeleryDispatcher(create_celery(settings, set_as_current=False))
+    return LocalDispatcher()

@@ -22,8 +22,10 @@ from framewatch.core.database import create_engine
 DATA = Path(__file__).parent / "data"
 PG_ENV = "FRAMEWATCH_TEST_DATABASE_URL"
 REDIS_ENV = "FRAMEWATCH_TEST_REDIS_URL"
+AMQP_ENV = "FRAMEWATCH_TEST_AMQP_URL"
 TABLES = ("detections", "detection_processing_queue", "frames", "cameras",
-          "detection_provider_configs", "detection_event_logs", "api_keys")
+          "detection_provider_configs", "detection_event_logs", "api_keys", "provider_health",
+          "queue_workers", "detection_stats_hourly", "provider_stats_hourly", "job_runs")
 
 
 def pytest_report_header() -> list[str]:
@@ -43,6 +45,14 @@ def redis_url_or_skip() -> str:
     url = os.environ.get(REDIS_ENV)
     if not url:
         pytest.skip(f"Redis tests need {REDIS_ENV}=redis://127.0.0.1:6379/15 (`.ci/run` sets it)")
+    return url
+
+
+def amqp_url_or_skip() -> str:
+    url = os.environ.get(AMQP_ENV)
+    if not url:
+        pytest.skip(f"RabbitMQ tests need {AMQP_ENV}=amqp://guest:guest@127.0.0.1:5672// "
+                    "(`.ci/run` sets it)")
     return url
 
 

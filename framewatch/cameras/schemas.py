@@ -5,24 +5,32 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+CAMERA_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
 CameraId = Annotated[
     str,
     Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        pattern=CAMERA_ID_PATTERN,
         description="A short slug: lower-case letters, digits, `-` and `_`, at most 64.",
         examples=["front-door"],
     ),
 ]
+
+# Provider ids are 32-bit integers in the database; a larger number cannot name one.
+ProviderRef = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+# Free text without NUL characters, which PostgreSQL cannot store in a text column.
+_NO_NUL = r"^[^\x00]*$"
 
 
 class CameraCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: CameraId
-    name: str = Field(min_length=1, max_length=200)
-    location: str | None = Field(default=None, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=_NO_NUL)
+    location: str | None = Field(default=None, max_length=200, pattern=_NO_NUL)
     enabled: bool = True
-    provider_id: int | None = Field(
+    provider_id: ProviderRef | None = Field(
         default=None, description="The camera's own provider; null uses the default provider."
     )
 
@@ -30,10 +38,10 @@ class CameraCreate(BaseModel):
 class CameraPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    location: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_NO_NUL)
+    location: str | None = Field(default=None, max_length=200, pattern=_NO_NUL)
     enabled: bool | None = None
-    provider_id: int | None = None
+    provider_id: ProviderRef | None = None
 
 
 class CameraOut(BaseModel):

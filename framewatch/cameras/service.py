@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from framewatch.cameras.schemas import CameraCreate, CameraPatch
+from framewatch.cameras.schemas import CAMERA_ID_PATTERN, CameraCreate, CameraPatch
 from framewatch.core.errors import Conflict, NotFound, ValidationFailed
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.models import Camera, DetectionProviderConfig, Frame
@@ -16,7 +18,9 @@ async def list_cameras(session: AsyncSession) -> list[Camera]:
 
 
 async def get_camera(session: AsyncSession, camera_id: str) -> Camera:
-    camera = await session.get(Camera, camera_id)
+    # Only slugs are ever stored; anything else (a NUL byte breaks PostgreSQL) is not looked up.
+    is_slug = re.fullmatch(CAMERA_ID_PATTERN, camera_id) is not None
+    camera = await session.get(Camera, camera_id) if is_slug else None
     if camera is None:
         raise NotFound(f"no camera with id {camera_id!r}")
     return camera

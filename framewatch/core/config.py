@@ -79,6 +79,89 @@ class Settings(BaseSettings):
         description="Whether the built-in detector computes a 128-d encoding for each face "
         "(about 100 ms per face on one core).",
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker, e.g. `redis://127.0.0.1:6379/1` or "
+        "`amqp://guest:guest@127.0.0.1:5672//`. Set: `framewatch serve` hands queue items to "
+        "Celery workers (`framewatch worker`, `framewatch beat`). Unset: `serve` runs them in "
+        "process.",
+    )
+    worker_concurrency: int = Field(
+        default=2, ge=1, le=64,
+        description="Queue items one in-process worker runs at once; also the default "
+        "`--concurrency` of `framewatch worker`.",
+    )
+    worker_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How often an idle in-process worker looks for due items (new frames wake "
+        "it at once).",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="How often a worker records that it is alive (shown in queue statistics).",
+    )
+    queue_max_attempts: int = Field(
+        default=5, ge=1, le=100,
+        description="Provider calls a queued frame gets before it is dead-lettered.",
+    )
+    queue_lease_seconds: float = Field(
+        default=120.0, ge=1,
+        description="How long a worker owns a claimed item; a worker that dies loses it after "
+        "this. Keep it above the slowest provider's timeout × (retries + 1).",
+    )
+    queue_retry_base_seconds: float = Field(
+        default=5.0, ge=0,
+        description="First retry delay; it doubles with each attempt (with jitter).",
+    )
+    queue_retry_max_seconds: float = Field(
+        default=600.0, ge=0, description="Longest retry delay."
+    )
+    queue_sweep_seconds: float = Field(
+        default=5.0, gt=0,
+        description="How often the sweeper (`process_detection_queue`, Celery mode) dispatches "
+        "due and orphaned items.",
+    )
+    queue_redispatch_seconds: float = Field(
+        default=60.0, gt=0,
+        description="A due item whose last dispatch is older than this is dispatched again "
+        "(recovers messages a broker lost).",
+    )
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1,
+        description="Consecutive failures after which a provider's circuit opens and its items "
+        "wait instead of spending attempts.",
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0, gt=0,
+        description="How long an open circuit pauses calls before one probe call is tried.",
+    )
+    provider_check_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Interval of the provider health check (`test_detection_provider`).",
+    )
+    stats_interval_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Interval of the statistics roll-up (`aggregate_detection_stats`).",
+    )
+    cleanup_interval_seconds: float = Field(
+        default=3600.0, gt=0,
+        description="Interval of the retention clean-up (`cleanup_old_detections`).",
+    )
+    retention_detections_days: int = Field(
+        default=30, ge=0, description="Delete detections older than this; 0 keeps them forever."
+    )
+    retention_frames_days: int = Field(
+        default=7, ge=0,
+        description="Delete frame images older than this from disk (their detections stay); "
+        "0 keeps them forever.",
+    )
+    retention_events_days: int = Field(
+        default=90, ge=0, description="Delete audit events older than this; 0 keeps them forever."
+    )
+    cleanup_batch_size: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Rows the retention clean-up deletes per transaction.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @field_validator("log_level")

@@ -31,14 +31,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def error_response(
+    status: int, code: str, detail: str, extra: dict[str, Any] | None = None
+) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status,
-                        headers=headers)
+    body = {**(extra or {}), "error": code, "detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _framewatch_error(_: Request, exc: FramewatchError) -> JSONResponse:
-    return error_response(exc.status_code, exc.code, exc.detail, **exc.extra)
+    return error_response(exc.status_code, exc.code, exc.detail, exc.extra)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -47,7 +49,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         for e in exc.errors()
     ]
     detail = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
-    return error_response(422, "validation_error", detail or "invalid request", fields=fields)
+    return error_response(422, "validation_error", detail or "invalid request",
+                          {"fields": fields})
 
 
 async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -101,7 +104,7 @@ class BodySizeLimit:
         response = error_response(
             413, "request_too_large",
             f"the request body is larger than the limit of {self.max_bytes} bytes",
-            limit_bytes=self.max_bytes,
+            {"limit_bytes": self.max_bytes},
         )
         await response(scope, receive, send)
 

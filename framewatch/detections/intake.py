@@ -7,7 +7,7 @@ import binascii
 from typing import Any
 
 from fastapi import Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -20,7 +20,12 @@ from framewatch.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from framewatch.detections.schemas import DetectionTypeList, SendFrameJson
+from framewatch.detections.schemas import (
+    CaptureTime,
+    DetectionTypeList,
+    SendFrameJson,
+    SendMode,
+)
 from framewatch.detections.service import FrameSubmission, parse_types
 
 
@@ -29,7 +34,8 @@ class _FormFields(BaseModel):
 
     camera_id: CameraId
     detection_types: DetectionTypeList | None = None
-    captured_at: AwareDatetime | None = None
+    captured_at: CaptureTime | None = None
+    mode: SendMode = "sync"
 
 
 def validation_failed(exc: ValidationError) -> ValidationFailed:
@@ -76,7 +82,7 @@ async def _read_multipart(
     return FrameSubmission(
         camera_id=parsed.camera_id, data=data,
         detection_types=parse_types(parsed.detection_types),
-        captured_at=parsed.captured_at, actor=principal.actor,
+        captured_at=parsed.captured_at, actor=principal.actor, mode=parsed.mode,
     )
 
 
@@ -93,5 +99,5 @@ async def _read_json(request: Request, principal: Principal) -> FrameSubmission:
     return FrameSubmission(
         camera_id=parsed.camera_id, data=data,
         detection_types=parse_types(parsed.detection_types),
-        captured_at=parsed.captured_at, actor=principal.actor,
+        captured_at=parsed.captured_at, actor=principal.actor, mode=parsed.mode,
     )

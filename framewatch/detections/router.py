@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from framewatch.auth.dependencies import Operator, Viewer
@@ -14,6 +15,7 @@ from framewatch.detections.schemas import (
     DetectionOut,
     DetectionPage,
     DetectionTypeList,
+    FrameQueued,
     LiveView,
     SendFrameJson,
     SendFrameResult,
@@ -34,6 +36,7 @@ _SEND_FRAME_BODY = {
                         "camera_id": {"type": "string"},
                         "detection_types": {"type": "string", "example": "person,face"},
                         "captured_at": {"type": "string", "format": "date-time"},
+                        "mode": {"type": "string", "enum": ["sync", "async"], "default": "sync"},
                     },
                 }
             },
@@ -47,15 +50,26 @@ _SEND_FRAME_BODY = {
     "/send-frame",
     response_model=SendFrameResult,
     openapi_extra=_SEND_FRAME_BODY,
-    responses={**AUTH_ERRORS, **error_responses(400, 404, 409, 413, 415, 502, 503)},
+    responses={
+        202: {"model": FrameQueued, "description": "`mode=async`: stored and queued."},
+        **AUTH_ERRORS,
+        **error_responses(400, 404, 409, 413, 415, 502, 503),
+    },
     summary="Detect in one frame",
 )
 async def send_frame(
     request: Request, session: Session, runtime: RuntimeDep, principal: Operator
-) -> SendFrameResult:
-    """Store a frame, run its camera's provider on it and return what was found."""
+) -> SendFrameResult | JSONResponse:
+    """Store a frame, run its camera's provider on it and return what was found.
+
+    With `mode=async` the frame is stored and queued; the answer is 202 with the queue item to
+    follow (`GET /api/v1/detections/queue/{id}`).
+    """
     submission = await read_submission(request, principal, runtime.settings.max_frame_bytes)
-    return await service.send_frame(session, runtime, submission)
+    answer = await service.send_frame(session, runtime, submission)
+    if isinstance(answer, FrameQueued):
+        return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+    return answer
 
 
 @router.get("/live", response_model=LiveView, responses=AUTH_ERRORS)

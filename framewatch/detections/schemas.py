@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from framewatch.cameras.schemas import CameraId
 
@@ -18,6 +18,26 @@ DetectionTypeList = Annotated[
 ]
 
 
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside the years 1 to 9999 once converted to UTC") from None
+
+
+CaptureTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_in_utc),
+    Field(description="When the camera took the frame (with a time zone); default: arrival."),
+]
+
+SendMode = Annotated[
+    Literal["sync", "async"],
+    Field(description="`sync` (default): answer with the detections. `async`: store and queue "
+          "the frame, answer 202 at once."),
+]
+
+
 class SendFrameJson(BaseModel):
     """The JSON form of send-frame (the multipart form has the same fields, `image` a file)."""
 
@@ -26,7 +46,8 @@ class SendFrameJson(BaseModel):
     camera_id: CameraId
     image_base64: str = Field(min_length=1, description="The JPEG, PNG or WebP bytes, base64.")
     detection_types: DetectionTypeList | list[Annotated[str, Field(max_length=64)]] | None = None
-    captured_at: AwareDatetime | None = None
+    captured_at: CaptureTime | None = None
+    mode: SendMode = "sync"
 
 
 class BBox(BaseModel):
@@ -55,6 +76,15 @@ class SendFrameResult(BaseModel):
     latency_ms: float
     cached: bool
     detections: list[DetectionBrief]
+
+
+class FrameQueued(BaseModel):
+    """The answer to an async send-frame: the frame is stored and a worker will run it."""
+
+    queue_item_id: int
+    frame_id: int
+    camera_id: str
+    status: str = Field(description="`pending`; follow `GET /api/v1/detections/queue/{id}`.")
 
 
 class DetectionOut(DetectionBrief):

@@ -19,26 +19,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from framewatch.cameras.service import get_camera
 from framewatch.core.database import utcnow
 from framewatch.core.errors import Conflict, ProviderRejected, ProviderUnavailable
-from framewatch.detections.schemas import BBox, DetectionBrief, SendFrameResult
+from framewatch.detections.schemas import BBox, DetectionBrief, FrameQueued, SendFrameResult
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.frames.images import inspect_frame
+from framewatch.frames.storage import FrameStore
 from framewatch.models import Detection, DetectionProviderConfig, Frame
-from framewatch.models.frame import FRAME_PROCESSED, FRAME_QUEUED
+from framewatch.models.frame import FRAME_FAILED, FRAME_PROCESSED, FRAME_QUEUED
+from framewatch.providers import breaker
 from framewatch.providers.base import (
     FoundObject,
     FrameImage,
     ProviderError,
     ProviderResult,
     ProviderSpec,
+    ProviderUnreachable,
 )
 from framewatch.providers.registry import build_provider
-from framewatch.providers.service import provider_for_camera, spec_from_config
-from framewatch.queue.service import enqueue_frame
+from framewatch.providers.service import resolve_provider
+from framewatch.queue.service import enqueue_frame, mark_dispatched
 from framewatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 CACHE_KIND_FRAME = "frame"
+
+
+MODE_SYNC = "sync"
+MODE_ASYNC = "async"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,7 @@ class FrameSubmission:
     detection_types: list[str] | None = None
     captured_at: datetime | None = None
     actor: str | None = None
+    mode: str = MODE_SYNC
 
 
 def parse_types(value: str | list[str] | None) -> list[str] | None:
@@ -61,43 +69,60 @@ def parse_types(value: str | list[str] | None) -> list[str] | None:
 
 async def send_frame(
     session: AsyncSession, runtime: Runtime, submission: FrameSubmission
-) -> SendFrameResult:
-    """Run one frame through its camera's provider and store the result (commits)."""
+) -> SendFrameResult | FrameQueued:
+    """Run one frame through its camera's provider and store the result (commits).
+
+    In async mode the frame is stored and queued instead, and a worker runs it. In sync mode,
+    when the provider fails (or its circuit is open) the frame is kept and queued, never lost.
+    """
     image = inspect_frame(submission.data, runtime.settings)
     camera = await get_camera(session, submission.camera_id)
     if not camera.enabled:
         raise Conflict(f"camera {camera.id!r} is disabled", camera_id=camera.id)
-    config, fallback_spec = await provider_for_camera(session, camera, runtime.settings)
-    spec = spec_from_config(config, runtime.secret_box) if config else fallback_spec
-    assert spec is not None
+    config, spec = await resolve_provider(session, camera, runtime.secret_box, runtime.settings)
     types = submission.detection_types or sorted(spec.detection_types)
     sha256 = hashlib.sha256(image.data).hexdigest()
+    frame = Frame(
+        camera_id=camera.id, sha256=sha256, content_type=image.content_type,
+        size_bytes=len(image.data), width=image.width, height=image.height,
+        storage_path=FrameStore.relative_path(sha256, image.content_type),
+        captured_at=submission.captured_at, received_at=utcnow(), requested_types=types,
+        provider_id=config.id if config else None, provider_name=spec.name,
+    )
+    if submission.mode == MODE_ASYNC:
+        return await _queue_frame(session, runtime, frame, image, types)
 
-    cache_key = f"{camera.id}:{sha256}:{','.join(types)}"
+    # The camera's creation time: a camera deleted and re-created never gets the old answers.
+    cache_key = f"{camera.id}:{camera.created_at.timestamp()}:{sha256}:{','.join(types)}"
     cached = await runtime.cache.get(CACHE_KIND_FRAME, cache_key)
     if cached is not None:
         return SendFrameResult.model_validate({**cached, "cached": True})
 
-    storage_path = await runtime.frame_store.save(image.data, sha256, image.content_type)
+    wait_until = await breaker.permit(session, spec.name, runtime.breaker_policy)
+    await runtime.frame_store.save(image.data, sha256, image.content_type)
     # End the read transaction: nothing stays open while the provider works.
     await session.commit()
-    frame = Frame(
-        camera_id=camera.id, sha256=sha256, content_type=image.content_type,
-        size_bytes=len(image.data), width=image.width, height=image.height,
-        storage_path=storage_path, captured_at=submission.captured_at, received_at=utcnow(),
-        requested_types=types,
-    )
+    if wait_until is not None:
+        await _keep_failed_frame(
+            session, runtime, frame, spec, types, _CircuitOpen(spec.name, wait_until),
+            not_before=wait_until,
+        )
+        raise ProviderUnavailable(
+            f"provider {spec.name!r} is failing; calls are paused until {wait_until:%H:%M:%S} "
+            "UTC and the frame is queued", provider=spec.name, frame_id=frame.id, queued=True,
+        )
     try:
         result = await build_provider(spec, runtime.provider_deps).detect(image, frozenset(types))
     except ProviderError as exc:
-        await _keep_failed_frame(session, frame, config, spec, types, exc)
+        await _keep_failed_frame(session, runtime, frame, spec, types, exc)
         error_class = ProviderUnavailable if exc.retryable else ProviderRejected
         raise error_class(
             f"provider {spec.name!r} failed: {exc.message}", provider=spec.name,
-            frame_id=frame.id, queued=True,
+            frame_id=frame.id, queued=exc.retryable,
         ) from None
 
     detections = await store_detections(session, frame, config, spec, image, result, types)
+    await breaker.record_success(session, spec.name)
     await session.commit()
     answer = SendFrameResult(
         frame_id=frame.id, camera_id=camera.id, provider=spec.name,
@@ -107,6 +132,24 @@ async def send_frame(
     await runtime.cache.set(CACHE_KIND_FRAME, cache_key, answer.model_dump(mode="json"),
                             runtime.settings.live_ttl_seconds)
     return answer
+
+
+async def _queue_frame(
+    session: AsyncSession, runtime: Runtime, frame: Frame, image: FrameImage, types: list[str]
+) -> FrameQueued:
+    await runtime.frame_store.save(image.data, frame.sha256, image.content_type)
+    frame.status = FRAME_QUEUED
+    session.add(frame)
+    await session.flush()
+    item = await enqueue_frame(
+        session, frame, provider_id=frame.provider_id, detection_types=types,
+        max_attempts=runtime.queue_policy.retry.max_attempts,
+    )
+    await mark_dispatched(session, [item.id])
+    await session.commit()
+    await runtime.dispatcher.dispatch([item.id])
+    return FrameQueued(queue_item_id=item.id, frame_id=frame.id, camera_id=frame.camera_id,
+                       status=item.status)
 
 
 async def store_detections(
@@ -182,30 +225,43 @@ def _to_detection(
     )
 
 
+class _CircuitOpen(ProviderUnreachable):
+    def __init__(self, provider: str, until: datetime) -> None:
+        super().__init__(f"circuit open: calls to {provider!r} paused until {until.isoformat()}",
+                         attempts=0)
+
+
 async def _keep_failed_frame(
     session: AsyncSession,
+    runtime: Runtime,
     frame: Frame,
-    config: DetectionProviderConfig | None,
     spec: ProviderSpec,
     types: list[str],
     exc: ProviderError,
+    not_before: datetime | None = None,
 ) -> None:
-    frame.status = FRAME_QUEUED
-    frame.provider_id = config.id if config else None
-    frame.provider_name = spec.name
+    """Store a frame the provider did not process, queued for a retry (or dead-lettered when
+    retrying cannot help), with its events; commits, then wakes a worker."""
+    frame.status = FRAME_QUEUED if exc.retryable else FRAME_FAILED
     session.add(frame)
     await session.flush()
+    called = not isinstance(exc, _CircuitOpen)
     item = await enqueue_frame(
         session, frame, provider_id=frame.provider_id, detection_types=types,
-        last_error=exc.message, attempts=1, retryable=exc.retryable,
+        max_attempts=runtime.queue_policy.retry.max_attempts, last_error=exc.message,
+        attempts=1 if called else 0, retryable=exc.retryable,
+        not_before=not_before or utcnow() + runtime.queue_policy.retry.delay(1),
     )
-    record_event(
-        session, EventType.PROVIDER_ERROR, f"provider {spec.name!r} failed: {exc.message}",
-        severity=Severity.ERROR, camera_id=frame.camera_id, frame_id=frame.id,
-        provider=spec.name,
-        payload={"attempts": exc.attempts, "status_code": exc.status_code,
-                 "retryable": exc.retryable, "queue_item_id": item.id},
-    )
+    if called:
+        record_event(
+            session, EventType.PROVIDER_ERROR, f"provider {spec.name!r} failed: {exc.message}",
+            severity=Severity.ERROR, camera_id=frame.camera_id, frame_id=frame.id,
+            provider=spec.name,
+            payload={"attempts": exc.attempts, "status_code": exc.status_code,
+                     "retryable": exc.retryable, "queue_item_id": item.id},
+        )
+        if exc.retryable:
+            await breaker.record_failure(session, spec.name, exc.message, runtime.breaker_policy)
     record_event(
         session, EventType.FRAME_QUEUED, f"frame {frame.id} kept and queued ({item.status})",
         severity=Severity.WARNING, camera_id=frame.camera_id, frame_id=frame.id,

@@ -12,9 +12,13 @@ from framewatch.frames.images import DrawnBox, annotate
 from framewatch.frames.storage import FrameStore
 from framewatch.models import Detection, Frame
 
+# Frame ids are 64-bit; a larger number cannot be bound as a parameter on either database.
+MAX_FRAME_ID = 2**63 - 1
+_PATHS_PER_QUERY = 1000
+
 
 async def get_frame(session: AsyncSession, frame_id: int) -> Frame:
-    frame = await session.get(Frame, frame_id)
+    frame = await session.get(Frame, frame_id) if 1 <= frame_id <= MAX_FRAME_ID else None
     if frame is None:
         raise NotFound(f"no frame with id {frame_id}")
     return frame
@@ -25,6 +29,8 @@ async def frame_image(
 ) -> tuple[bytes, str]:
     """The frame's bytes and content type; with `annotated`, a JPEG with its boxes drawn."""
     frame = await get_frame(session, frame_id)
+    if frame.image_purged_at is not None:  # the file may live on for a newer frame's sake
+        raise NotFound(f"frame {frame_id}'s image was deleted by retention")
     data = await store.read(frame.storage_path)
     if not annotated:
         return data, frame.content_type
@@ -46,14 +52,14 @@ async def delete_unreferenced_files(
     session: AsyncSession, store: FrameStore, paths: Iterable[str]
 ) -> int:
     """Delete the image files among `paths` that no frame row refers to any more."""
-    paths = set(paths)
-    if not paths:
-        return 0
-    still_used = set(
-        await session.scalars(select(Frame.storage_path).where(Frame.storage_path.in_(paths)))
-    )
-    removed = 0
-    for path in paths - still_used:
-        await store.delete(path)
-        removed += 1
-    return removed
+    candidates = sorted(set(paths))
+    still_used: set[str] = set()
+    # In chunks: one parameter per path, and PostgreSQL takes at most 32767 in a query.
+    for start in range(0, len(candidates), _PATHS_PER_QUERY):
+        chunk = candidates[start:start + _PATHS_PER_QUERY]
+        still_used.update(
+            await session.scalars(select(Frame.storage_path).where(Frame.storage_path.in_(chunk)))
+        )
+    unused = [path for path in candidates if path not in still_used]
+    await store.delete_many(unused)
+    return len(unused)

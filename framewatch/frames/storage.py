@@ -36,13 +36,21 @@ class FrameStore:
             raise NotFound("the frame's image is no longer stored") from None
 
     async def delete(self, relative: str) -> None:
-        await asyncio.to_thread(self._resolve(relative).unlink, missing_ok=True)
+        await self.delete_many([relative])
+
+    async def delete_many(self, relatives: list[str]) -> None:
+        """Delete the files (those already gone are skipped), all in one worker thread."""
+        await asyncio.to_thread(self._delete_all, relatives)
 
     def _resolve(self, relative: str) -> Path:
         path = (self.root / relative).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise NotFound("no such frame image")
         return path
+
+    def _delete_all(self, relatives: list[str]) -> None:
+        for relative in relatives:
+            self._resolve(relative).unlink(missing_ok=True)
 
     @staticmethod
     def _write_once(path: Path, data: bytes) -> None:

@@ -24,6 +24,7 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
     async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str) -> int: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -35,9 +36,12 @@ class MemoryBackend:
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._counters: dict[str, int] = {}
         self._max_entries = max_entries
 
     async def get(self, key: str) -> bytes | None:
+        if key in self._counters:  # counters never expire, like Redis INCR keys
+            return str(self._counters[key]).encode()
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -56,6 +60,10 @@ class MemoryBackend:
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
+
+    async def incr(self, key: str) -> int:
+        self._counters[key] = self._counters.get(key, 0) + 1
+        return self._counters[key]
 
     async def ping(self) -> None:
         return None
@@ -82,6 +90,9 @@ class RedisBackend:
 
     async def delete(self, key: str) -> None:
         await self._client.delete(key)
+
+    async def incr(self, key: str) -> int:
+        return int(await self._client.incr(key))
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -126,6 +137,23 @@ class LiveCache:
             await self.backend.delete(self._key(kind, key))
         except RedisError as exc:
             self._degraded(kind, "delete", exc)
+
+    async def generation(self, kind: str, key: str) -> str:
+        """The current generation of (kind, key): part of the cache key of anything derived
+        from it, so that `bump` invalidates every such entry at once. "x" when unknown."""
+        try:
+            raw = await self.backend.get(self._key(f"{kind}-gen", key))
+        except RedisError as exc:
+            self._degraded(kind, "generation", exc)
+            return "x"
+        return raw.decode() if raw is not None else "0"
+
+    async def bump(self, kind: str, key: str) -> None:
+        """Invalidate every entry built on (kind, key)'s current generation."""
+        try:
+            await self.backend.incr(self._key(f"{kind}-gen", key))
+        except RedisError as exc:
+            self._degraded(kind, "bump", exc)
 
     def stats(self) -> dict[str, dict[str, int]]:
         kinds = set(self.hits) | set(self.misses) | set(self.errors)

@@ -7,7 +7,10 @@ from framewatch.models.detection import Detection
 from framewatch.models.event_log import DetectionEventLog
 from framewatch.models.frame import Frame
 from framewatch.models.provider_config import DetectionProviderConfig
+from framewatch.models.provider_health import ProviderHealth
 from framewatch.models.queue_item import QueueItem
+from framewatch.models.queue_worker import QueueWorker
+from framewatch.models.stats import DetectionStatsHourly, JobRun, ProviderStatsHourly
 
 __all__ = [
     "ApiKey",
@@ -16,6 +19,11 @@ __all__ = [
     "Detection",
     "DetectionEventLog",
     "DetectionProviderConfig",
+    "DetectionStatsHourly",
     "Frame",
+    "JobRun",
+    "ProviderHealth",
+    "ProviderStatsHourly",
     "QueueItem",
+    "QueueWorker",
 ]

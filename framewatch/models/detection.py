@@ -18,6 +18,8 @@ class Detection(Base):
         Index("ix_detections_camera_time", "camera_id", "detected_at", "id"),
         Index("ix_detections_time", "detected_at", "id"),
         Index("ix_detections_type_time", "type", "detected_at", "id"),
+        # The statistics roll-up finds the hours touched since its last run by insertion time.
+        Index("ix_detections_created", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)

@@ -21,6 +21,8 @@ class Frame(Base):
     __table_args__ = (
         Index("ix_frames_camera_received", "camera_id", "received_at"),
         Index("ix_frames_sha256", "sha256"),
+        # Roll-ups and retention walk frames by when they were processed.
+        Index("ix_frames_processed", "processed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -48,6 +50,8 @@ class Frame(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     provider_response: Mapped[Any | None] = mapped_column(JSON)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when retention deleted the image from disk; the row and its detections may remain.
+    image_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def seen_at(self) -> datetime:

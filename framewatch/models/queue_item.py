@@ -17,7 +17,10 @@ class QueueItem(Base):
     """A frame waiting for (another) provider call. The database is the queue's source of truth."""
 
     __tablename__ = "detection_processing_queue"
-    __table_args__ = (Index("ix_queue_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_queue_status_due", "status", "next_attempt_at"),
+        Index("ix_queue_finished", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     # One item per frame: however often it is processed, a frame's detections are stored once.
@@ -38,5 +41,10 @@ class QueueItem(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When a worker was last asked to run it (a broker message or the in-process worker's
+    # queue); the sweeper dispatches again items whose dispatch is older than a threshold.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it ended done or dead.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

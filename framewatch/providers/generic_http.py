@@ -41,7 +41,7 @@ from framewatch.providers.wire import (
     wanted_types,
 )
 
-# Normalised coordinates may overshoot 1 slightly (boxes touching the border); more is a mistake.
+# Normalised coordinates may overshoot 0..1 slightly (boxes touching the border); more is a mistake.
 NORMALIZED_SLACK = 0.01
 
 
@@ -222,7 +222,7 @@ class GenericHttpProvider:
         else:
             raise Malformed(f"{where} should be an object holding the box")
         if mapping.coordinates == "normalized":
-            if any(abs(value) > 1 + NORMALIZED_SLACK for value in (a, b, c, d)):
+            if not all(-NORMALIZED_SLACK <= v <= 1 + NORMALIZED_SLACK for v in (a, b, c, d)):
                 raise Malformed(f"{where} has coordinates outside 0..1 but they are 'normalized'")
             a, b, c, d = a * frame.width, b * frame.height, c * frame.width, d * frame.height
         if mapping.box_format == "xywh":

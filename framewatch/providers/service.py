@@ -14,6 +14,8 @@ from framewatch.core.secrets import SecretBox, mask
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.models import Camera, DetectionProviderConfig
 from framewatch.providers.base import ProviderSpec
+from framewatch.providers.compreface import CompreFaceOptions
+from framewatch.providers.deepstack import DeepStackOptions
 from framewatch.providers.generic_http import HttpMapping
 from framewatch.providers.schemas import (
     DefaultProviderPut,
@@ -34,7 +36,11 @@ class CommonOptions(BaseModel):
 
 
 # Each kind's own options, checked before a configuration is stored.
-_OPTION_MODELS: dict[str, type[BaseModel]] = {"http": HttpMapping}
+_OPTION_MODELS: dict[str, type[BaseModel]] = {
+    "http": HttpMapping,
+    "deepstack": DeepStackOptions,
+    "compreface": CompreFaceOptions,
+}
 _COMMON_KEYS = frozenset(CommonOptions.model_fields)
 
 
@@ -243,6 +249,29 @@ async def provider_for_camera(
     if not config.enabled:
         raise ProviderUnavailable(f"provider {config.name!r} is disabled", provider=config.name)
     return config, None
+
+
+async def resolve_provider(
+    session: AsyncSession,
+    camera: Camera,
+    secrets: SecretBox,
+    settings: Settings,
+    provider_id: int | None = None,
+) -> tuple[DetectionProviderConfig | None, ProviderSpec]:
+    """The provider to call for `camera`: `provider_id` when it still exists (a queue item keeps
+    the provider chosen when its frame arrived), else as `provider_for_camera` chooses."""
+    if provider_id is not None:
+        config = await session.get(DetectionProviderConfig, provider_id)
+        if config is not None:
+            if not config.enabled:
+                raise ProviderUnavailable(f"provider {config.name!r} is disabled",
+                                          provider=config.name)
+            return config, spec_from_config(config, secrets)
+    config, fallback = await provider_for_camera(session, camera, settings)
+    if config is not None:
+        return config, spec_from_config(config, secrets)
+    assert fallback is not None
+    return None, fallback
 
 
 def builtin_spec(settings: Settings) -> ProviderSpec:

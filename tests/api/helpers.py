@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import func, select
 
 from tests.api_fixtures import Api
 from tests.conftest import frame_bytes
+
+T = TypeVar("T")
 
 
 async def add_camera(api: Api, camera_id: str = "gate", **fields: Any) -> dict[str, Any]:
@@ -18,6 +20,13 @@ async def add_camera(api: Api, camera_id: str = "gate", **fields: Any) -> dict[s
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def add_provider(api: Api, **body: Any) -> dict[str, Any]:
+    response = await api.client.post("/api/v1/providers", json=body, headers=api.auth("admin"))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
 
 
 async def post_frame(
@@ -51,3 +60,32 @@ async def count_rows(api: Api, model: type, **where: Any) -> int:
 
 def covers(box: dict[str, float], x: float, y: float) -> bool:
     return box["x_min"] <= x <= box["x_max"] and box["y_min"] <= y <= box["y_max"]
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is `status` with the one error body shape `{"error": code, "detail": ...}`."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"], body
+    return body
+
+
+def jpeg_variant(name: str, tag: str) -> bytes:
+    """The photograph with a JPEG comment segment added: the same pixels, other bytes.
+
+    Its sha256 differs, so send-frame stores it as a new frame instead of answering from the
+    cache, and the detector finds exactly what it finds in the original.
+    """
+    data = frame_bytes(name)
+    assert data[:2] == b"\xff\xd8"
+    comment = tag.encode()
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    return data[:2] + segment + data[2:]
+
+
+async def rows_of(api: Api, model: type[T], *where: Any) -> list[T]:
+    """The stored rows of `model` matching the SQL conditions, ordered by id."""
+    async with api.runtime.session_factory() as session:
+        query = select(model).where(*where).order_by(model.id)  # type: ignore[attr-defined]
+        return list(await session.scalars(query))

@@ -25,6 +25,11 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
     ("GET", "/api/v1/detections/live", "viewer", None),
     ("GET", "/api/v1/detections", "viewer", None),
     ("GET", "/api/v1/detections/{detection_id}", "viewer", None),
+    ("GET", "/api/v1/detections/queue", "viewer", None),
+    ("GET", "/api/v1/detections/queue/{item_id}", "viewer", None),
+    ("POST", "/api/v1/detections/queue/{item_id}/retry", "admin", None),
+    ("POST", "/api/v1/detections/queue/retry-dead", "admin", None),
+    ("GET", "/api/v1/detections/queue-stats", "viewer", None),
     ("GET", "/api/v1/detections/provider/config", "viewer", None),
     ("PUT", "/api/v1/detections/provider/config", "admin", {"kind": "builtin"}),
     ("POST", "/api/v1/detections/test-provider", "admin", {"provider_id": 1}),
@@ -44,7 +49,7 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
     ("DELETE", "/api/v1/keys/{key_id}", "admin", None),
 ]
 PATH_VALUES = {"detection_id": "1", "provider_id": "1", "camera_id": "gate", "frame_id": "1",
-               "key_id": "999"}
+               "key_id": "999", "item_id": "1"}
 
 
 def test_every_route_is_in_the_matrix() -> None:

@@ -390,6 +390,11 @@ def _cf_refusal(received: Received, api_key: str, service: str) -> Response | No
     return None
 
 
+def _cf_area(face: dict[str, Any]) -> float:
+    box = face["box"]
+    return float((box["x_max"] - box["x_min"]) * (box["y_max"] - box["y_min"]))
+
+
 def compreface_app(
     script: Script | None = None,
     *,
@@ -397,8 +402,9 @@ def compreface_app(
     api_key: str = COMPREFACE_KEY,
 ) -> Fake:
     """CompreFace: its key filter (400 code 20 without `x-api-key`, 400 code 26 for a non-UUID,
-    404 code 10 for an unknown key), 400 code 28 without faces, and `prepareResponse` (embeddings
-    only with the calculator plugin, `plugins_versions` only with `status=true`)."""
+    404 code 10 for an unknown key), 400 code 28 without faces, `limit` (the biggest faces first),
+    and `prepareResponse` (embeddings only with the calculator plugin, `plugins_versions` only
+    with `status=true`)."""
 
     def route(service: str) -> Handler:
         def handle(received: Received) -> Response:
@@ -408,6 +414,9 @@ def compreface_app(
             query = received.query
             threshold = float(query.get("det_prob_threshold") or 0)
             found = [dict(face) for face in faces if face["box"]["probability"] >= threshold]
+            limit = int(query.get("limit") or 0)
+            if limit:  # "It recognizes the biggest faces first"
+                found = sorted(found, key=_cf_area, reverse=True)[:limit]
             if not found:
                 return _cf_error("No face is found in the given image", 28)
             for face in found:

@@ -1,0 +1,1 @@
+"""Retention: deleting what is older than the operator chose to keep."""

@@ -1,0 +1,1 @@
+"""Statistics: hourly roll-ups and the statistics endpoint."""
