@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from framewatch import __version__
 from framewatch.auth.router import router as keys_router
@@ -15,16 +16,21 @@ from framewatch.auth.service import AdminKeyBootstrap, ensure_admin_key
 from framewatch.cameras.router import router as cameras_router
 from framewatch.core import migrate
 from framewatch.core.config import Settings
+from framewatch.core.headers import SecurityHeaders
 from framewatch.core.health import router as health_router
 from framewatch.core.http_errors import BodySizeLimit, install_error_handlers
+from framewatch.core.ratelimit import RateLimitMiddleware
 from framewatch.detections.router import router as detections_router
+from framewatch.events.router import router as events_router
 from framewatch.frames.router import router as frames_router
+from framewatch.live.ws import router as live_router
 from framewatch.providers.router import router as providers_router
 from framewatch.providers.service import ensure_default_provider
 from framewatch.queue.dispatch import LocalDispatcher
 from framewatch.queue.inprocess import InProcessWorker
 from framewatch.queue.router import router as queue_router
 from framewatch.runtime import Runtime
+from framewatch.stats.router import router as stats_router
 
 log = logging.getLogger("framewatch")
 
@@ -70,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime, bootstrap = await start_runtime(settings)
         app.state.runtime = runtime
         app.state.admin_key = bootstrap
+        await runtime.live.start()
         worker = start_inprocess_worker(runtime)
         # Load the detector's weights now, off the event loop, not on the first frame.
         warm_up = asyncio.create_task(runtime.warm_up_detector_if_used())
@@ -89,9 +96,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    # The queue's routes share the /api/v1/detections prefix and must match before
-    # `/detections/{detection_id}`.
-    for router in (health_router, queue_router, detections_router, providers_router,
-                   cameras_router, frames_router, keys_router):
+    # Added last, so it runs first: a refused request costs no body read.
+    app.add_middleware(RateLimitMiddleware)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"], max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+    # The queue, events, statistics and WebSocket routes share the /api/v1/detections prefix
+    # and must match before `/detections/{detection_id}`.
+    for router in (health_router, queue_router, events_router, stats_router, live_router,
+                   detections_router, providers_router, cameras_router, frames_router,
+                   keys_router):
         app.include_router(router)
     return app

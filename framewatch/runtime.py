@@ -14,12 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from framewatch.core.config import Settings
 from framewatch.core.database import create_engine, create_session_factory
+from framewatch.core.ratelimit import RateLimiter, RateLimits, create_rate_limiter, limit
 from framewatch.core.secrets import SecretBox, load_secret_box
 from framewatch.detector.detector import BuiltinDetector
 from framewatch.frames.storage import FrameStore
+from framewatch.live.bus import create_log
 from framewatch.live.cache import LiveCache, create_cache
+from framewatch.live.feed import LiveFeed
+from framewatch.live.outbox import outbox_session_class
 from framewatch.providers.base import ProviderDeps
 from framewatch.providers.breaker import BreakerPolicy
+from framewatch.providers.urls import ProviderAddressPolicy
 from framewatch.queue.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from framewatch.queue.service import QueuePolicy, RetryPolicy
 
@@ -38,30 +43,41 @@ class Runtime:
     secret_box: SecretBox
     http_client: httpx.AsyncClient
     cache: LiveCache
+    live: LiveFeed
     frame_store: FrameStore
     provider_deps: ProviderDeps
     dispatcher: Dispatcher
     queue_policy: QueuePolicy
     breaker_policy: BreakerPolicy
+    rate_limiter: RateLimiter
+    provider_policy: ProviderAddressPolicy
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.resolved_database_url)
+        provider_policy = ProviderAddressPolicy.from_settings(
+            settings.provider_allow_private_networks, settings.provider_allowed_hosts
+        )
+        # Every outgoing provider request is checked, after DNS, against the address policy.
         http_client = httpx.AsyncClient(
-            follow_redirects=False, limits=httpx.Limits(max_connections=100)
+            follow_redirects=False, limits=httpx.Limits(max_connections=100),
+            event_hooks={"request": [provider_policy.httpx_hook]},
         )
 
         def detector() -> BuiltinDetector:
             return load_builtin_detector(settings.builtin_face_encodings)
 
+        cache = create_cache(settings.redis_url)
+        live = LiveFeed(create_log(settings.redis_url, settings.ws_replay_messages), cache)
         return cls(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            session_factory=create_session_factory(engine, outbox_session_class(live.outbox)),
             secret_box=load_secret_box(settings),
             http_client=http_client,
-            cache=create_cache(settings.redis_url),
+            cache=cache,
+            live=live,
             frame_store=FrameStore(settings.frames_dir),
             provider_deps=ProviderDeps(http_client=http_client, builtin_detector=detector),
             dispatcher=_dispatcher(settings),
@@ -74,6 +90,8 @@ class Runtime:
                 ),
                 redispatch_after=timedelta(seconds=settings.queue_redispatch_seconds),
             ),
+            provider_policy=provider_policy,
+            rate_limiter=create_rate_limiter(settings.redis_url, _rate_limits(settings)),
             breaker_policy=BreakerPolicy(
                 failure_threshold=settings.breaker_failure_threshold,
                 cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
@@ -116,6 +134,8 @@ class Runtime:
         return isinstance(self.dispatcher, CeleryDispatcher)
 
     async def close(self) -> None:
+        await self.live.close()
+        await self.rate_limiter.close()
         await self.http_client.aclose()
         await self.cache.backend.close()
         await self.engine.dispose()
@@ -127,3 +147,13 @@ def _dispatcher(settings: Settings) -> Dispatcher:
 
         return CeleryDispatcher(create_celery(settings, set_as_current=False))
     return LocalDispatcher()
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    burst = settings.rate_limit_burst_seconds
+    return RateLimits(
+        per_key=limit(settings.rate_limit_per_key_per_minute, burst),
+        per_address=limit(settings.rate_limit_per_address_per_minute, burst),
+        send_frame=limit(settings.rate_limit_send_frame_per_minute, burst),
+        auth_failures=limit(settings.rate_limit_auth_failures_per_minute, burst),
+    )

@@ -40,6 +40,8 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         "database_url": database_url,
         "admin_api_key": ADMIN_KEY,
         "secret_key": "test-secret-passphrase",
+        # The fake providers of the tests listen on 127.0.0.1.
+        "provider_allow_private_networks": True,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response
 from framewatch.auth.dependencies import Admin, Viewer
 from framewatch.cameras import service
 from framewatch.cameras.schemas import CameraCreate, CameraOut, CameraPatch
+from framewatch.cameras.state import CameraState, camera_state
 from framewatch.core.dependencies import RuntimeDep, Session
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
 from framewatch.frames.service import delete_unreferenced_files
@@ -29,6 +30,15 @@ async def create_camera(session: Session, principal: Admin, body: CameraCreate) 
             responses={**AUTH_ERRORS, **error_responses(404)})
 async def get_camera(session: Session, _: Viewer, camera_id: str) -> CameraOut:
     return CameraOut.model_validate(await service.get_camera(session, camera_id))
+
+
+@router.get("/{camera_id}/state", response_model=CameraState,
+            responses={**AUTH_ERRORS, **error_responses(404)})
+async def get_camera_state(
+    session: Session, runtime: RuntimeDep, _: Viewer, camera_id: str
+) -> CameraState:
+    """Last frame, last detection, provider and its circuit, online or offline."""
+    return await camera_state(session, runtime, camera_id)
 
 
 @router.patch("/{camera_id}", response_model=CameraOut,

@@ -104,7 +104,8 @@ async def check_database(settings: Settings, engine: AsyncEngine) -> None:
 
 
 def serve_app(app: Any, host: str, port: int, log_level: str,
-               announce: Callable[[str], None]) -> None:
+              announce: Callable[[str], None], ws_ping_seconds: float = 20.0,
+              trusted_proxies: str = "127.0.0.1") -> None:
     """Run `app` with uvicorn; `announce(url)` once the app has started and the port is bound."""
     import uvicorn
 
@@ -114,7 +115,11 @@ def serve_app(app: Any, host: str, port: int, log_level: str,
             if self.started:
                 announce(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
 
-    server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    # uvicorn pings every WebSocket client and drops those that do not answer in time.
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                   ws_ping_interval=ws_ping_seconds,
+                                   ws_ping_timeout=ws_ping_seconds,
+                                   proxy_headers=True, forwarded_allow_ips=trusted_proxies))
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)

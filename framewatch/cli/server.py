@@ -48,7 +48,8 @@ def serve(host: str | None, port: int | None, run_migrations: bool) -> None:
         else:
             click.echo(f"admin API key: {bootstrap.key}  (from {bootstrap.source})")
 
-    serve_app(app, host, port, settings.log_level.lower(), announce)
+    serve_app(app, host, port, settings.log_level.lower(), announce, settings.ws_ping_seconds,
+              settings.trusted_proxies)
 
 
 @click.command("migrate")

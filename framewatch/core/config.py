@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis URL for the shared cache, e.g. `redis://127.0.0.1:6379/0`. "
-        "Unset: an in-process cache.",
+        description="Redis URL for the shared cache and the live stream that WebSocket "
+        "clients of every API process receive, e.g. `redis://127.0.0.1:6379/0`. Unset: both "
+        "in process (one API process).",
     )
     host: str = Field(default="127.0.0.1", description="Address `framewatch serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `framewatch serve`.")
@@ -60,7 +61,8 @@ class Settings(BaseSettings):
         default=3.0,
         gt=0,
         description="How long an answer to the same bytes from the same camera is served from "
-        "the cache without calling the provider again.",
+        "the cache without calling the provider again, and how long "
+        "`GET /api/v1/detections/live` is cached (new detections invalidate it at once).",
     )
     live_window_seconds: float = Field(
         default=30.0,
@@ -68,11 +70,48 @@ class Settings(BaseSettings):
         description="How recent a camera's last processed frame must be to appear in "
         "`GET /api/v1/detections/live`.",
     )
+    camera_state_ttl_seconds: float = Field(
+        default=60.0, gt=0,
+        description="How long `GET /api/v1/cameras/{id}/state` is cached (newly processed "
+        "frames invalidate it).",
+    )
+    stats_ttl_seconds: float = Field(
+        default=300.0, gt=0, description="How long `GET /api/v1/detections/statistics` is cached."
+    )
+    camera_offline_seconds: float = Field(
+        default=300.0, gt=0,
+        description="A camera that sent no frame for this long is shown offline.",
+    )
+    ws_buffer_messages: int = Field(
+        default=256, ge=1, le=100_000,
+        description="Messages queued for one WebSocket client; a client that falls further "
+        "behind is disconnected (close code 4008) instead of slowing the others.",
+    )
+    ws_replay_messages: int = Field(
+        default=10_000, ge=0, le=1_000_000,
+        description="Live messages kept for clients that reconnect with `last_event_id`.",
+    )
+    ws_ping_seconds: float = Field(
+        default=20.0, gt=0,
+        description="Interval of WebSocket pings; a client that does not answer within the "
+        "same time is disconnected.",
+    )
     provider_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Default read timeout of a new HTTP provider."
     )
     provider_max_retries: int = Field(
         default=2, ge=0, le=10, description="Default retries of a new HTTP provider."
+    )
+    provider_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow providers at private, loopback and unique-local addresses "
+        "(on-premise DeepStack, CompreFace…). Link-local and cloud-metadata addresses are "
+        "always refused.",
+    )
+    provider_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names and CIDR blocks providers may be at; empty: "
+        "any public address (plus private ones when allowed above).",
     )
     builtin_face_encodings: bool = Field(
         default=True,
@@ -162,6 +201,38 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000,
         description="Rows the retention clean-up deletes per transaction.",
     )
+    rate_limit_per_key_per_minute: int = Field(
+        default=6000, ge=0,
+        description="Requests one API key may make per minute, on any endpoint; 0: no limit.",
+    )
+    rate_limit_per_address_per_minute: int = Field(
+        default=12000, ge=0,
+        description="Requests one client address may make per minute; 0: no limit.",
+    )
+    rate_limit_send_frame_per_minute: int = Field(
+        default=6000, ge=0,
+        description="Frames one API key may send per minute (its own budget beside the "
+        "key's); 0: no limit.",
+    )
+    rate_limit_auth_failures_per_minute: int = Field(
+        default=30, ge=0,
+        description="Failed authentications one address may make per minute before it gets "
+        "429 instead of 401; 0: no limit.",
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=10.0, gt=0,
+        description="Each limit allows bursts of this many seconds' worth of requests.",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses of reverse proxies whose `X-Forwarded-For` gives "
+        "the client address (for rate limits and audit), or `*`.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (e.g. `https://ops.example.com`) whose browser "
+        "pages may call the API; empty: same origin only.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @field_validator("log_level")
@@ -174,6 +245,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'framewatch.db').resolve()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def frames_dir(self) -> Path:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.core.database import utcnow
-from framewatch.core.errors import BadRequest, NotFound
+from framewatch.core.errors import NotFound
+from framewatch.core.pagination import (
+    decode_cursor,
+    encode_cursor,
+    in_utc,
+    is_row_id,
+    refuse_nul,
+)
 from framewatch.detections.schemas import (
     DetectionOut,
     DetectionPage,
@@ -22,9 +26,6 @@ from framewatch.detections.schemas import (
 from framewatch.detections.service import brief
 from framewatch.models import Detection, Frame
 from framewatch.models.frame import FRAME_PROCESSED
-
-# Detection ids are 64-bit; a larger number cannot be bound as a parameter on either database.
-MAX_ROW_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,50 +38,13 @@ class DetectionFilter:
     until: datetime | None = None
 
 
-def encode_cursor(detected_at: datetime, detection_id: int) -> str:
-    raw = json.dumps([detected_at.isoformat(), detection_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, detection_id = json.loads(raw)
-        moment = datetime.fromisoformat(stamp)
-        if moment.tzinfo is None or not _is_row_id(detection_id):
-            raise ValueError("bad cursor fields")
-        # In UTC like the stored times: SQLite would compare the wall-clock time, offset ignored.
-        return moment.astimezone(UTC), detection_id
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("the cursor is not one this API gave out", field="cursor") from exc
-
-
-def _is_row_id(value: object) -> bool:
-    """An id the database can hold (64-bit, positive); `True` is an int to Python, not here."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ROW_ID
-
-
-def _refuse_nul(field: str, value: str | None) -> None:
-    # No stored value has one, and PostgreSQL refuses a NUL in a query parameter outright.
-    if value is not None and "\x00" in value:
-        raise BadRequest(f"{field} must not contain NUL characters", field=field)
-
-
-def _in_utc(field: str, value: datetime | None) -> datetime | None:
-    """The time in UTC, as stored; a time whose UTC date is past year 9999 or before 1 is 400."""
-    try:
-        return value.astimezone(UTC) if value is not None else None
-    except OverflowError:
-        raise BadRequest(f"{field} is out of range", field=field) from None
-
-
 async def list_detections(
     session: AsyncSession, where: DetectionFilter, *, limit: int, cursor: str | None
 ) -> DetectionPage:
     """Newest first, ordered by (detected_at, id), so pages are stable under inserts."""
-    _refuse_nul("camera_id", where.camera_id)
-    _refuse_nul("label", where.label)
-    since, until = _in_utc("since", where.since), _in_utc("until", where.until)
+    refuse_nul("camera_id", where.camera_id)
+    refuse_nul("label", where.label)
+    since, until = in_utc("since", where.since), in_utc("until", where.until)
     query = select(Detection)
     if where.camera_id:
         query = query.where(Detection.camera_id == where.camera_id)
@@ -107,7 +71,7 @@ async def list_detections(
 
 
 async def get_detection(session: AsyncSession, detection_id: int) -> DetectionOut:
-    row = await session.get(Detection, detection_id) if _is_row_id(detection_id) else None
+    row = await session.get(Detection, detection_id) if is_row_id(detection_id) else None
     if row is None:
         raise NotFound(f"no detection with id {detection_id}")
     return detection_out(row)
@@ -117,7 +81,7 @@ async def live_view(
     session: AsyncSession, *, window_seconds: float, camera_id: str | None, types: list[str] | None
 ) -> LiveView:
     """Per camera, the detections of its latest processed frame within the live window."""
-    _refuse_nul("camera_id", camera_id)
+    refuse_nul("camera_id", camera_id)
     cutoff = utcnow() - timedelta(seconds=window_seconds)
     latest = (
         select(func.max(Frame.id).label("frame_id"))

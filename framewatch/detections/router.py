@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime
 
 from framewatch.auth.dependencies import Operator, Viewer
@@ -11,6 +11,7 @@ from framewatch.core.dependencies import RuntimeDep, Session
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
 from framewatch.detections import queries, service
 from framewatch.detections.intake import read_submission
+from framewatch.detections.live import cached_live_view
 from framewatch.detections.schemas import (
     DetectionOut,
     DetectionPage,
@@ -79,12 +80,11 @@ async def live(
     _: Viewer,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     types: DetectionTypeList | None = None,
-) -> LiveView:
-    """Per camera, the detections of its most recent frame within the live window."""
-    return await queries.live_view(
-        session, window_seconds=runtime.settings.live_window_seconds, camera_id=camera_id,
-        types=service.parse_types(types),
-    )
+) -> Response:
+    """Per camera, the detections of its most recent frame within the live window (cached for
+    `FRAMEWATCH_LIVE_TTL_SECONDS`; new detections invalidate it at once)."""
+    data = await cached_live_view(session, runtime, camera_id, service.parse_types(types))
+    return Response(data, media_type="application/json")
 
 
 @router.get("", response_model=DetectionPage, responses={**AUTH_ERRORS, **error_responses(400)})

@@ -52,9 +52,14 @@ def record_event(
     provider: str | None = None,
     actor: str | None = None,
     payload: dict[str, Any] | None = None,
+    detection_types: list[str] | None = None,
 ) -> DetectionEventLog:
     """Add an event to the session; it is committed with the caller's transaction."""
+    payload = payload or {}
+    if detection_types is None and isinstance(payload.get("counts"), dict):
+        detection_types = [kind for kind, count in payload["counts"].items() if count]
     event = DetectionEventLog(
+        detection_types=f",{','.join(sorted(detection_types))}," if detection_types else None,
         event_type=event_type.value,
         severity=severity.value,
         camera_id=camera_id,
@@ -63,7 +68,7 @@ def record_event(
         provider=provider,
         actor=actor,
         message=message,
-        payload=payload or {},
+        payload=payload,
     )
     session.add(event)
     return event

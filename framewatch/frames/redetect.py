@@ -9,13 +9,13 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.cameras.service import get_camera
-from framewatch.core.errors import ProviderRejected, ProviderUnavailable
+from framewatch.core.errors import NotFound, ProviderRejected, ProviderUnavailable
 from framewatch.detections.schemas import BBox
 from framewatch.events.service import EventType, record_event
 from framewatch.frames.service import get_frame
 from framewatch.providers.base import FoundObject, FrameImage, ProviderError
 from framewatch.providers.registry import build_provider
-from framewatch.providers.service import resolve_provider
+from framewatch.providers.service import get_provider, resolve_provider
 from framewatch.runtime import Runtime
 
 
@@ -48,8 +48,12 @@ async def redetect_frame(
     the answer as an event (added to the session; the caller commits)."""
     frame = await get_frame(session, frame_id)
     camera = await get_camera(session, frame.camera_id)
+    if provider_id is not None:
+        await get_provider(session, provider_id)  # an explicit choice must exist: 404 if not
     _, spec = await resolve_provider(session, camera, runtime.secret_box, runtime.settings,
                                      provider_id)
+    if frame.image_purged_at is not None:
+        raise NotFound(f"frame {frame_id}'s image was deleted by retention")
     data = await runtime.frame_store.read(frame.storage_path)
     image = FrameImage(data, frame.content_type, frame.width, frame.height)
     types = frozenset(frame.requested_types or spec.detection_types)

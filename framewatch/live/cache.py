@@ -126,6 +126,25 @@ class LiveCache:
         self.hits[kind] += 1
         return json.loads(raw)
 
+    async def get_bytes(self, kind: str, key: str) -> bytes | None:
+        """A value stored with `set_bytes`, as is (no JSON decoding: the fast path)."""
+        try:
+            raw = await self.backend.get(self._key(kind, key))
+        except RedisError as exc:
+            self._degraded(kind, "get", exc)
+            raw = None
+        if raw is None:
+            self.misses[kind] += 1
+            return None
+        self.hits[kind] += 1
+        return raw
+
+    async def set_bytes(self, kind: str, key: str, value: bytes, ttl_seconds: float) -> None:
+        try:
+            await self.backend.set(self._key(kind, key), value, ttl_seconds)
+        except RedisError as exc:
+            self._degraded(kind, "set", exc)
+
     async def set(self, kind: str, key: str, value: Any, ttl_seconds: float) -> None:
         try:
             await self.backend.set(self._key(kind, key), json.dumps(value).encode(), ttl_seconds)

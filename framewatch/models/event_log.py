@@ -26,6 +26,8 @@ class DetectionEventLog(Base):
     frame_id: Mapped[int | None] = mapped_column(BigInteger)
     detection_id: Mapped[int | None] = mapped_column(BigInteger)
     provider: Mapped[str | None] = mapped_column(String(100))
+    # The detection types the event concerns, as ",face,person," (searchable with LIKE).
+    detection_types: Mapped[str | None] = mapped_column(String(300))
     message: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     actor: Mapped[str | None] = mapped_column(String(200))

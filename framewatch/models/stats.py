@@ -12,6 +12,7 @@ from framewatch.core.database import Base, UTCDateTime
 
 # Upper bounds (ms) of the provider latency histogram's buckets; the last bucket is open-ended.
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+LATENCY_COLUMNS = tuple(f"latency_bucket_{i}" for i in range(len(LATENCY_BUCKETS_MS) + 1))
 
 
 class DetectionStatsHourly(Base):
@@ -41,8 +42,30 @@ class ProviderStatsHourly(Base):
     errors: Mapped[int] = mapped_column(Integer)
     dead_letters: Mapped[int] = mapped_column(Integer)
     latency_ms_sum: Mapped[float] = mapped_column(Float)
-    # Counts per LATENCY_BUCKETS_MS bucket, plus one for slower calls.
-    latency_histogram: Mapped[list[int]] = mapped_column(JSON)
+    # Calls per LATENCY_BUCKETS_MS bucket (bucket i: up to LATENCY_BUCKETS_MS[i] ms), the last
+    # one for slower calls. Columns, not a JSON list, so that statistics sum them in SQL.
+    latency_bucket_0: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_1: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_2: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_3: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_4: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_5: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_6: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_7: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_8: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_9: Mapped[int] = mapped_column(Integer, default=0)
+    latency_bucket_10: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def latency_histogram(self) -> list[int]:
+        return [getattr(self, name) or 0 for name in LATENCY_COLUMNS]
+
+    @latency_histogram.setter
+    def latency_histogram(self, counts: list[int]) -> None:
+        if len(counts) != len(LATENCY_COLUMNS):
+            raise ValueError(f"a latency histogram has {len(LATENCY_COLUMNS)} buckets")
+        for name, count in zip(LATENCY_COLUMNS, counts, strict=True):
+            setattr(self, name, count)
 
 
 class JobRun(Base):

@@ -14,7 +14,12 @@ from framewatch.frames.images import inspect_frame
 from framewatch.providers.base import ProviderError, ProviderSpec
 from framewatch.providers.registry import build_provider
 from framewatch.providers.schemas import ProviderTestReport, ProviderTestRequest, TestedObject
-from framewatch.providers.service import get_provider, spec_from_config, spec_from_settings
+from framewatch.providers.service import (
+    check_provider_url,
+    get_provider,
+    spec_from_config,
+    spec_from_settings,
+)
 from framewatch.runtime import Runtime
 
 INLINE_NAME = "inline-test"
@@ -30,6 +35,7 @@ async def run_provider_test(
                                 runtime.secret_box)
     else:
         assert request.provider is not None
+        check_provider_url(runtime.provider_policy, request.provider.base_url)
         spec = spec_from_settings(INLINE_NAME, request.provider)
     image = inspect_frame(_image_bytes(request), runtime.settings)
     provider = build_provider(spec, runtime.provider_deps)

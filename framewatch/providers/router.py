@@ -39,7 +39,7 @@ async def create_provider(
     session: Session, runtime: RuntimeDep, principal: Admin, body: ProviderCreate
 ) -> ProviderOut:
     config = await service.create_provider(session, body, runtime.secret_box,
-                                           actor=principal.actor)
+                                           actor=principal.actor, policy=runtime.provider_policy)
     await session.commit()
     return provider_out(config)
 
@@ -56,7 +56,7 @@ async def update_provider(
     session: Session, runtime: RuntimeDep, principal: Admin, provider_id: int, body: ProviderPatch
 ) -> ProviderOut:
     config = await service.update_provider(session, provider_id, body, runtime.secret_box,
-                                           actor=principal.actor)
+                                           actor=principal.actor, policy=runtime.provider_policy)
     await session.commit()
     return provider_out(config)
 
@@ -88,7 +88,8 @@ async def put_default_provider_config(
     """Replace the default provider's configuration. Leave out `api_key` to keep the stored
     one; send `null` to remove it."""
     config = await service.put_default_provider(session, body, runtime.secret_box,
-                                                actor=principal.actor)
+                                                actor=principal.actor,
+                                                policy=runtime.provider_policy)
     await session.commit()
     return provider_out(config)
 

@@ -23,6 +23,7 @@ from framewatch.providers.schemas import (
     ProviderPatch,
     ProviderSettingsIn,
 )
+from framewatch.providers.urls import ForbiddenProviderAddress, ProviderAddressPolicy
 
 BUILTIN_NAME = "builtin"
 
@@ -56,6 +57,16 @@ def validate_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
             fields=exc.errors(include_url=False, include_context=False, include_input=False),
         ) from None
     return options
+
+
+def check_provider_url(policy: ProviderAddressPolicy | None, url: str | None) -> None:
+    """Refuse (422) a base URL where providers may not be (see providers/urls.py)."""
+    if policy is None or url is None:
+        return
+    try:
+        policy.check_url(url)
+    except ForbiddenProviderAddress as exc:
+        raise ValidationFailed(f"base_url refused: {exc}", field="base_url") from None
 
 
 def spec_from_settings(
@@ -134,9 +145,11 @@ async def ensure_default_provider(session: AsyncSession) -> None:
 
 
 async def create_provider(
-    session: AsyncSession, data: ProviderCreate, secrets: SecretBox, *, actor: str | None
+    session: AsyncSession, data: ProviderCreate, secrets: SecretBox, *, actor: str | None,
+    policy: ProviderAddressPolicy | None = None,
 ) -> DetectionProviderConfig:
     await _ensure_name_free(session, data.name)
+    check_provider_url(policy, data.base_url)
     validate_options(data.kind, data.options)
     if data.is_default:
         await _clear_default(session)
@@ -167,9 +180,12 @@ async def update_provider(
     secrets: SecretBox,
     *,
     actor: str | None,
+    policy: ProviderAddressPolicy | None = None,
 ) -> DetectionProviderConfig:
     config = await get_provider(session, provider_id)
     changes = patch.model_dump(exclude_unset=True)
+    if changes.get("base_url"):
+        check_provider_url(policy, changes["base_url"])
     if "name" in changes and changes["name"] != config.name:
         await _ensure_name_free(session, changes["name"])
     if config.kind != "builtin" and "base_url" in changes and not changes["base_url"]:
@@ -194,14 +210,16 @@ async def update_provider(
 
 
 async def put_default_provider(
-    session: AsyncSession, data: DefaultProviderPut, secrets: SecretBox, *, actor: str | None
+    session: AsyncSession, data: DefaultProviderPut, secrets: SecretBox, *, actor: str | None,
+    policy: ProviderAddressPolicy | None = None,
 ) -> DetectionProviderConfig:
     """Replace the default provider's settings, creating it if there is none."""
+    check_provider_url(policy, data.base_url)
     current = await get_default_provider(session)
     if current is None:
         create = ProviderCreate(**data.model_dump(exclude={"name"}), name=data.name or "default",
                                 is_default=True)
-        return await create_provider(session, create, secrets, actor=actor)
+        return await create_provider(session, create, secrets, actor=actor, policy=policy)
     validate_options(data.kind, data.options)
     if data.name and data.name != current.name:
         await _ensure_name_free(session, data.name)

@@ -23,6 +23,10 @@ class Dispatcher(Protocol):
         """Ask a worker to run these items; never raises (a lost hint is recovered later)."""
         ...
 
+    async def backlog(self) -> int | None:
+        """Hints sent but not yet taken by a worker; None when unknown."""
+        ...
+
 
 class LocalDispatcher:
     """Wakes the in-process worker of this process (the embedded default)."""
@@ -35,6 +39,9 @@ class LocalDispatcher:
     async def dispatch(self, item_ids: list[int]) -> None:
         if item_ids:
             self.wake.set()
+
+    async def backlog(self) -> int | None:
+        return 0
 
 
 class CeleryDispatcher:
@@ -53,6 +60,24 @@ class CeleryDispatcher:
         except Exception as exc:  # the broker's client raises many kinds; all mean "not sent"
             log.warning("could not send %d queue items to the broker (%s: %s); the sweeper "
                         "will dispatch them again", len(item_ids), type(exc).__name__, exc)
+
+    async def backlog(self) -> int | None:
+        from kombu.exceptions import ChannelError
+
+        try:
+            return await asyncio.to_thread(self._queue_length)
+        except ChannelError:  # no such queue: Redis drops a list once it is empty
+            return 0
+        except Exception as exc:  # broker unreachable: unknown
+            log.warning("cannot read the broker's queue length (%s: %s)", type(exc).__name__, exc)
+            return None
+
+    def _queue_length(self) -> int:
+        from framewatch.queue.celery_app import QUEUE_NAME
+
+        with self.app.connection_for_read() as connection:
+            declared = connection.default_channel.queue_declare(queue=QUEUE_NAME, passive=True)
+            return int(declared.message_count)
 
     def _send(self, item_ids: list[int]) -> None:
         with self.app.producer_or_acquire() as producer:

@@ -310,27 +310,25 @@ async def mark_dispatched(session: AsyncSession, ids: list[int]) -> None:
 
 
 async def find_undispatched(
-    session: AsyncSession, *, redispatch_after: timedelta, limit: int
+    session: AsyncSession, *, redispatch_after: timedelta, limit: int, resend_stale: bool = True
 ) -> list[int]:
     """Items a worker should look at now — due or orphaned — that nobody was asked to run
-    recently: never dispatched, or dispatched longer ago than `redispatch_after` (the message was
-    lost with a broker restart, or the worker that took it died)."""
+    recently: never dispatched, orphaned since their last dispatch, or (with `resend_stale`)
+    dispatched longer ago than `redispatch_after` (the message was lost with a broker restart)."""
     now = utcnow()
-    stale = now - redispatch_after
+    wanted = [
+        QueueItem.dispatched_at.is_(None),
+        # Orphaned, and nobody was asked to take it over since its lease ran out.
+        and_(
+            QueueItem.status == QUEUE_PROCESSING,
+            QueueItem.dispatched_at < QueueItem.lease_expires_at,
+        ),
+    ]
+    if resend_stale:
+        wanted.append(QueueItem.dispatched_at <= now - redispatch_after)
     query = (
         select(QueueItem.id)
-        .where(
-            claimable(now),
-            or_(
-                QueueItem.dispatched_at.is_(None),
-                QueueItem.dispatched_at <= stale,
-                # Orphaned, and nobody was asked to take it over since its lease ran out.
-                and_(
-                    QueueItem.status == QUEUE_PROCESSING,
-                    QueueItem.dispatched_at < QueueItem.lease_expires_at,
-                ),
-            ),
-        )
+        .where(claimable(now), or_(*wanted))
         .order_by(QueueItem.next_attempt_at, QueueItem.id)
         .limit(limit)
     )

@@ -45,7 +45,11 @@ class _ProcessState:
             self.loop = asyncio.new_event_loop()
         if self.runtime is None:
             self.runtime = Runtime.create(Settings())
-        return self.loop.run_until_complete(action(self.runtime))
+        try:
+            return self.loop.run_until_complete(action(self.runtime))
+        finally:
+            # What the task committed goes out to the live stream before the task ends.
+            self.loop.run_until_complete(self.runtime.live.outbox.drain())
 
     def close(self) -> None:
         if self.loop is not None and self.runtime is not None:

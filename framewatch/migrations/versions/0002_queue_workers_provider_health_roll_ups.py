@@ -87,7 +87,17 @@ def upgrade() -> None:
         sa.Column("errors", sa.Integer(), nullable=False),
         sa.Column("dead_letters", sa.Integer(), nullable=False),
         sa.Column("latency_ms_sum", sa.Float(), nullable=False),
-        sa.Column("latency_histogram", sa.JSON(), nullable=False),
+        sa.Column("latency_bucket_0", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_1", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_2", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_3", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_4", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_5", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_6", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_7", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_8", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_9", sa.Integer(), nullable=False),
+        sa.Column("latency_bucket_10", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
             "bucket_start", "camera_id", "provider", name=op.f("pk_provider_stats_hourly")
         ),

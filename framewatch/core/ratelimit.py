@@ -1,0 +1,223 @@
+"""Rate limits per API key and per client address, on every HTTP endpoint.
+
+Token buckets: a bucket holds up to `burst` tokens and refills at `per_minute / 60` tokens a
+second; a request takes one token from its key's bucket and one from its address's bucket, and is
+refused with 429 and `Retry-After` when either is empty. `send-frame` has a bucket of its own per
+key, so a busy camera agent cannot starve the rest of the API (and the other way round).
+
+With Redis configured, buckets live in Redis (one Lua script, using Redis's clock), so limits hold
+across API instances; otherwise they live in memory. If Redis is unreachable the limiter lets
+requests through (logged and counted): an outage must not turn into a denial of service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from framewatch.core.http_errors import error_response
+
+log = logging.getLogger(__name__)
+
+SEND_FRAME_PATH = "/api/v1/detections/send-frame"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    per_minute: int
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+
+class Buckets(Protocol):
+    async def take(self, requests: list[tuple[str, Limit]]) -> float:
+        """Take a token from each bucket; 0 when all allowed, else the longest wait (seconds)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBuckets:
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_keys = max_keys
+
+    async def take(self, requests: list[tuple[str, Limit]]) -> float:
+        return max((self._take(key, limit) for key, limit in requests), default=0.0)
+
+    def _take(self, key: str, limit: Limit) -> float:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(limit.burst), now))
+        tokens = min(float(limit.burst), tokens + (now - last) * limit.per_second)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            wait = 0.0
+        else:
+            self._buckets[key] = (tokens, now)
+            wait = (1 - tokens) / limit.per_second
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)  # the least recently seen: a full bucket by now
+        return wait
+
+    async def close(self) -> None:
+        self._buckets.clear()
+
+
+# KEYS: buckets; ARGV: rate per second and burst of each, in turn. One round trip for all of a
+# request's buckets, timed by Redis's clock so that every API instance agrees.
+# Returns the longest wait in microseconds (0: allowed).
+_TAKE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local longest = 0
+for i, key in ipairs(KEYS) do
+  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or t
+  tokens = math.min(burst, tokens + (t - at) * rate)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+  redis.call('HSET', key, 'tokens', tokens, 'at', t)
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+  if wait > longest then longest = wait end
+end
+return math.floor(longest * 1000000)
+"""
+
+
+class RedisBuckets:
+    def __init__(self, url: str, prefix: str = "framewatch:rate") -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._client.register_script(_TAKE)
+        self._prefix = prefix
+        self.errors = 0
+
+    async def take(self, requests: list[tuple[str, Limit]]) -> float:
+        if not requests:
+            return 0.0
+        args: list[float] = []
+        for _, limit in requests:
+            args += [limit.per_second, limit.burst]
+        try:
+            micros = await self._script(keys=[f"{self._prefix}:{key}" for key, _ in requests],
+                                        args=args)
+        except RedisError as exc:
+            self.errors += 1
+            log.warning("rate limiter unavailable (Redis: %s); request let through", exc)
+            return 0.0
+        return int(micros) / 1_000_000
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    per_key: Limit | None = None
+    per_address: Limit | None = None
+    send_frame: Limit | None = None
+    auth_failures: Limit | None = None
+
+
+def key_identity(authorization: str | None) -> str | None:
+    """A bucket name for the bearer key: a digest, never the key itself."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    token = authorization[7:].strip()
+    return hashlib.sha256(token.encode()).hexdigest()[:24] if token else None
+
+
+class RateLimitMiddleware:
+    """ASGI middleware applying the runtime's limits to every HTTP request and WebSocket
+    handshake. The buckets belong to the runtime (made and closed in the app's lifespan)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+        if scope["type"] not in ("http", "websocket") or runtime is None:
+            await self.app(scope, receive, send)
+            return
+        limiter: RateLimiter = runtime.rate_limiter
+        wait = await limiter.check(scope)
+        if wait > 0:
+            limiter.refused += 1
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4029, "reason": "rate limited"})
+                return
+            retry = max(1, math.ceil(wait))
+            response = error_response(
+                429, "rate_limited", f"too many requests; retry in {retry} s",
+                {"retry_after_seconds": retry},
+            )
+            response.headers["Retry-After"] = str(retry)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class RateLimiter:
+    """The limits and their buckets; `check` takes the tokens a request costs."""
+
+    def __init__(self, limits: RateLimits, buckets: Buckets) -> None:
+        self.limits = limits
+        self.buckets = buckets
+        self.refused = 0
+
+    async def check(self, scope: Scope) -> float:
+        """0 when the request may go ahead; else the seconds to wait."""
+        headers = dict(scope.get("headers") or [])
+        key = key_identity(headers.get(b"authorization", b"").decode("latin-1") or None)
+        if key is None and scope["type"] == "websocket":
+            key = key_identity(_query_token(scope))
+        address = (scope.get("client") or ("unknown", 0))[0]
+        checks = [(f"addr:{address}", self.limits.per_address)]
+        if key is not None:
+            checks.append((f"key:{key}", self.limits.per_key))
+            if scope.get("path") == SEND_FRAME_PATH:
+                checks.append((f"frames:{key}", self.limits.send_frame))
+        return await self.buckets.take([(name, lim) for name, lim in checks if lim is not None])
+
+    async def failed_authentication(self, address: str) -> float:
+        """Count a failed authentication from `address`; the wait once it made too many."""
+        if self.limits.auth_failures is None:
+            return 0.0
+        return await self.buckets.take([(f"authfail:{address}", self.limits.auth_failures)])
+
+    async def close(self) -> None:
+        await self.buckets.close()
+
+
+def limit(per_minute: int, burst_seconds: float) -> Limit | None:
+    """A limit of `per_minute` with a burst of `burst_seconds` worth; None when 0 (off)."""
+    if per_minute <= 0:
+        return None
+    return Limit(per_minute, max(1, math.ceil(per_minute / 60 * burst_seconds)))
+
+
+def create_rate_limiter(
+    redis_url: str | None, limits: RateLimits
+) -> RateLimiter:
+    buckets: Buckets = RedisBuckets(redis_url) if redis_url else MemoryBuckets()
+    return RateLimiter(limits, buckets)
+
+
+def _query_token(scope: Scope) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("token")
+    return f"Bearer {values[0]}" if values else None

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from framewatch.auth.dependencies import Viewer
+from framewatch.core.database import utcnow
+from framewatch.core.dependencies import RuntimeDep, Session
+from framewatch.core.errors import BadRequest
+from framewatch.core.openapi import AUTH_ERRORS, error_responses
+from framewatch.core.pagination import in_utc, refuse_nul
+from framewatch.stats.queries import statistics
+from framewatch.stats.schemas import Statistics
+
+router = APIRouter(prefix="/api/v1/detections", tags=["statistics"])
+
+CACHE_STATS = "stats"
+MAX_RANGE = timedelta(days=400)
+
+
+@router.get("/statistics", response_model=Statistics,
+            responses={**AUTH_ERRORS, **error_responses(400)})
+async def get_statistics(
+    session: Session,
+    runtime: RuntimeDep,
+    _: Viewer,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    bucket: Literal["hour", "day"] = "hour",
+) -> Statistics:
+    """Totals by type, label and camera, a time series, confidence, provider latency and
+    errors, queue throughput and cache hit rates, for a time range (default: the last 24 h).
+
+    Read from hourly roll-ups (refreshed every `FRAMEWATCH_STATS_INTERVAL_SECONDS`) and cached
+    for `FRAMEWATCH_STATS_TTL_SECONDS`.
+    """
+    refuse_nul("camera_id", camera_id)
+    now = utcnow()
+    end = in_utc("until", until) or now
+    start = in_utc("since", since) or end - timedelta(hours=24)
+    if start >= end:
+        raise BadRequest("since must be before until", field="since")
+    if end - start > MAX_RANGE:
+        raise BadRequest(f"the range may span at most {MAX_RANGE.days} days", field="since")
+    # Explicit ends are part of the key; an open end (now) is keyed by the minute, so open-ended
+    # ranges share one entry per minute. The camera is quoted: `camera_id=*` is not "all".
+    first = start.isoformat() if since else "24h"
+    last = end.isoformat() if until else f"now@{now:%Y-%m-%dT%H:%M}"
+    key = f"{json.dumps(camera_id)}:{bucket}:{first}/{last}"
+    cached = await runtime.cache.get(CACHE_STATS, key)
+    if cached is not None:
+        return Statistics.model_validate(cached)
+    answer = await statistics(session, since=start, until=end, camera_id=camera_id,
+                              bucket=bucket, cache=runtime.cache.stats())
+    await runtime.cache.set(CACHE_STATS, key, answer.model_dump(mode="json"),
+                            runtime.settings.stats_ttl_seconds)
+    return answer
