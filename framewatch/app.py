@@ -18,8 +18,8 @@ from framewatch.core import migrate
 from framewatch.core.config import Settings
 from framewatch.core.headers import SecurityHeaders
 from framewatch.core.health import router as health_router
-from framewatch.core.http_errors import BodySizeLimit, install_error_handlers
-from framewatch.core.ratelimit import RateLimitMiddleware
+from framewatch.core.http_errors import RequestLimits, install_error_handlers
+from framewatch.core.ratelimit import SEND_FRAME_PATH, RateLimitMiddleware
 from framewatch.detections.router import router as detections_router
 from framewatch.events.router import router as events_router
 from framewatch.frames.router import router as frames_router
@@ -29,6 +29,7 @@ from framewatch.providers.service import ensure_default_provider
 from framewatch.queue.dispatch import LocalDispatcher
 from framewatch.queue.inprocess import InProcessWorker
 from framewatch.queue.router import router as queue_router
+from framewatch.retention.router import router as retention_router
 from framewatch.runtime import Runtime
 from framewatch.stats.router import router as stats_router
 
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
+                       max_json_bytes=settings.max_json_bytes, frame_paths=(SEND_FRAME_PATH,))
     # Added last, so it runs first: a refused request costs no body read.
     app.add_middleware(RateLimitMiddleware)
     if settings.cors_origin_list:
@@ -109,6 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # and must match before `/detections/{detection_id}`.
     for router in (health_router, queue_router, events_router, stats_router, live_router,
                    detections_router, providers_router, cameras_router, frames_router,
-                   keys_router):
+                   keys_router, retention_router):
         app.include_router(router)
     return app

@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from framewatch.auth.keycache import KeyCache
 from framewatch.core.config import Settings
 from framewatch.core.database import create_engine, create_session_factory
 from framewatch.core.ratelimit import RateLimiter, RateLimits, create_rate_limiter, limit
@@ -50,6 +51,7 @@ class Runtime:
     queue_policy: QueuePolicy
     breaker_policy: BreakerPolicy
     rate_limiter: RateLimiter
+    key_cache: KeyCache
     provider_policy: ProviderAddressPolicy
 
     @classmethod
@@ -57,7 +59,7 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.resolved_database_url)
         provider_policy = ProviderAddressPolicy.from_settings(
-            settings.provider_allow_private_networks, settings.provider_allowed_hosts
+            settings.provider_allow_private_networks, settings.provider_allowed_hosts or ""
         )
         # Every outgoing provider request is checked, after DNS, against the address policy.
         http_client = httpx.AsyncClient(
@@ -91,6 +93,7 @@ class Runtime:
                 redispatch_after=timedelta(seconds=settings.queue_redispatch_seconds),
             ),
             provider_policy=provider_policy,
+            key_cache=KeyCache(settings.auth_cache_seconds),
             rate_limiter=create_rate_limiter(settings.redis_url, _rate_limits(settings)),
             breaker_policy=BreakerPolicy(
                 failure_threshold=settings.breaker_failure_threshold,

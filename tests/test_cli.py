@@ -211,8 +211,8 @@ HELP: dict[tuple[str, ...], list[str]] = {
     ("cameras", "set"): ["Change a camera", "--name", "--location", "--enable / --disable"],
     ("cameras", "remove"): ["Delete a camera", "frames", "--yes"],
     ("keys",): ["Create, list and revoke API keys", "create", "list", "revoke"],
-    ("keys", "create"): ["print it once", "--role", "viewer|operator|admin", "--name",
-                         "--expires-in-days"],
+    ("keys", "create"): ["print it once", "--role", "agent|viewer|operator|admin", "--name",
+                         "--expires-in-days", "--camera"],
     ("keys", "list"): ["never their secrets"],
     ("keys", "revoke"): ["Revoke key KEY_ID"],
     ("worker",): ["Celery worker", "FRAMEWATCH_BROKER_URL", "--concurrency",
@@ -221,6 +221,9 @@ HELP: dict[tuple[str, ...], list[str]] = {
     ("queue",): ["processing queue", "stats", "retry-dead"],
     ("queue", "stats"): ["queue statistics", "JSON"],
     ("queue", "retry-dead"): ["Requeue every dead-lettered item", "--camera-id"],
+    ("retention",): ["retention policy", "show", "run"],
+    ("retention", "show"): ["retention policy", "JSON"],
+    ("retention", "run"): ["Apply the retention policy", "--dry-run"],
 }
 
 

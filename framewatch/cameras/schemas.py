@@ -23,7 +23,22 @@ ProviderRef = Annotated[int, Field(ge=1, le=2**31 - 1)]
 _NO_NUL = r"^[^\x00]*$"
 
 
-class CameraCreate(BaseModel):
+RetentionDays = Annotated[
+    int | None,
+    Field(ge=0, le=36_500, description="Days; 0 keeps forever; null: the global setting."),
+]
+
+
+class CameraRetention(BaseModel):
+    """Retention overrides of one camera (see docs/security.md, "What is kept")."""
+
+    retention_detections_days: RetentionDays = None
+    retention_frames_days: RetentionDays = None
+    retention_face_encodings_days: RetentionDays = None
+    retention_events_days: RetentionDays = None
+
+
+class CameraCreate(CameraRetention):
     model_config = ConfigDict(extra="forbid")
 
     id: CameraId
@@ -35,7 +50,7 @@ class CameraCreate(BaseModel):
     )
 
 
-class CameraPatch(BaseModel):
+class CameraPatch(CameraRetention):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_NO_NUL)
@@ -44,7 +59,7 @@ class CameraPatch(BaseModel):
     provider_id: ProviderRef | None = None
 
 
-class CameraOut(BaseModel):
+class CameraOut(CameraRetention):
     model_config = ConfigDict(from_attributes=True)
 
     id: str

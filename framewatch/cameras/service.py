@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.cameras.schemas import CAMERA_ID_PATTERN, CameraCreate, CameraPatch
 from framewatch.core.errors import Conflict, NotFound, ValidationFailed
 from framewatch.events.service import EventType, Severity, record_event
-from framewatch.models import Camera, DetectionProviderConfig, Frame
+from framewatch.models import Camera, Detection, DetectionProviderConfig, Frame
 
 
 async def list_cameras(session: AsyncSession) -> list[Camera]:
@@ -78,3 +78,21 @@ async def delete_camera(
 async def _check_provider(session: AsyncSession, provider_id: int | None) -> None:
     if provider_id is not None and await session.get(DetectionProviderConfig, provider_id) is None:
         raise ValidationFailed(f"no provider with id {provider_id}", field="provider_id")
+
+
+async def purge_biometrics(session: AsyncSession, camera_id: str, *, actor: str | None) -> int:
+    """Erase the face encodings of every detection of the camera (the detections stay);
+    returns how many were erased (flushes, writes a `biometrics.purged` event)."""
+    camera = await get_camera(session, camera_id)
+    result = await session.execute(
+        update(Detection)
+        .where(Detection.camera_id == camera.id, Detection.face_encoding.is_not(None))
+        .values(face_encoding=None, encoding_model=None)
+        .execution_options(synchronize_session=False)
+    )
+    erased = int(result.rowcount)  # type: ignore[attr-defined]
+    record_event(session, EventType.BIOMETRICS_PURGED,
+                 f"face encodings of camera {camera.id!r} erased ({erased})",
+                 camera_id=camera.id, actor=actor, severity=Severity.WARNING,
+                 payload={"face_encodings": erased})
+    return erased

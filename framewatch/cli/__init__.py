@@ -10,6 +10,7 @@ from framewatch import __version__
 from framewatch.cli.admin import cameras, keys
 from framewatch.cli.common import load_settings
 from framewatch.cli.queue import beat, queue, worker
+from framewatch.cli.retention import retention
 from framewatch.cli.server import migrate_command, provider_server, serve
 
 
@@ -26,5 +27,6 @@ def main() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-for command in (serve, migrate_command, provider_server, worker, beat, queue, cameras, keys):
+for command in (serve, migrate_command, provider_server, worker, beat, queue, retention, cameras,
+                keys):
     main.add_command(command)

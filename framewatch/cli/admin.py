@@ -106,21 +106,35 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["agent", "viewer", "operator", "admin"]),
+              required=True,
+              help="agent: sends frames only; viewer: reads; operator: reads and sends "
+              "frames; admin: everything.")
 @click.option("--name", required=True, help="A unique name, e.g. gate-agent.")
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None)
+@click.option("--camera", "cameras", multiple=True,
+              help="Scope the key to this camera (repeat for several); default: every camera.")
 @fail_on_domain_errors
-def keys_create(role: str, name: str, expires_in_days: int | None) -> None:
+def keys_create(role: str, name: str, expires_in_days: int | None, cameras: tuple[str, ...]
+                ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from framewatch.auth.service import Role, create_key
+    from framewatch.auth.permissions import Role
+    from framewatch.auth.schemas import KeyCreate
+    from framewatch.auth.service import create_key
     from framewatch.core.database import utcnow
 
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    data = validated(KeyCreate, {"name": "--name", "camera_ids": "--camera"}, name=name,
+                     role=Role(role), expires_at=expires,
+                     camera_ids=list(cameras) if cameras else None)
     _, key = run_with_settings(lambda s: with_session(
-        s, lambda db: create_key(db, name=name, role=Role(role), expires_at=expires, actor="cli")
+        s, lambda db: create_key(db, name=data.name, role=data.role, expires_at=expires,
+                                 camera_ids=data.camera_ids, actor="cli")
     ))
     click.echo(key)
-    click.echo(f"(role {role}, name {name}; store it now: it cannot be shown again)", err=True)
+    scope = ", ".join(cameras) if cameras else "every camera"
+    click.echo(f"(role {role}, name {name}, {scope}; store it now: it cannot be shown again)",
+               err=True)
 
 
 @keys.command("list")
@@ -130,8 +144,9 @@ def keys_list() -> None:
 
     for row in run_with_settings(lambda s: with_session(s, list_keys)):
         status = "revoked" if row.revoked_at else "active"
+        scope = ",".join(row.camera_ids) if row.camera_ids is not None else "all cameras"
         click.echo(f"{row.id}\t{row.name}\t{row.role}\t{row.prefix}…\t{status}\t"
-                   f"last used {row.last_used_at or 'never'}")
+                   f"last used {row.last_used_at or 'never'}\t{scope}")
 
 
 @keys.command("revoke")

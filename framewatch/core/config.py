@@ -108,9 +108,9 @@ class Settings(BaseSettings):
         "(on-premise DeepStack, CompreFace…). Link-local and cloud-metadata addresses are "
         "always refused.",
     )
-    provider_allowed_hosts: str = Field(
-        default="",
-        description="Comma-separated host names and CIDR blocks providers may be at; empty: "
+    provider_allowed_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated host names and CIDR blocks providers may be at. Unset: "
         "any public address (plus private ones when allowed above).",
     )
     builtin_face_encodings: bool = Field(
@@ -201,6 +201,25 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000,
         description="Rows the retention clean-up deletes per transaction.",
     )
+    auth_cache_seconds: float = Field(
+        default=2.0, ge=0, le=60,
+        description="How long a process trusts a key it checked (a revoked or changed key is "
+        "refused by every process within this time).",
+    )
+    ws_token_seconds: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="How long a WebSocket token from `POST /api/v1/auth/ws-token` is valid.",
+    )
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="Largest JSON request body, except send-frame's (which is bounded by "
+        "`FRAMEWATCH_MAX_FRAME_BYTES`).",
+    )
+    retention_face_encodings_days: int = Field(
+        default=0, ge=0,
+        description="Erase face encodings (biometric data) older than this from detections, "
+        "keeping the detections; 0 keeps them as long as the detections.",
+    )
     rate_limit_per_key_per_minute: int = Field(
         default=6000, ge=0,
         description="Requests one API key may make per minute, on any endpoint; 0: no limit.",
@@ -228,10 +247,10 @@ class Settings(BaseSettings):
         description="Comma-separated addresses of reverse proxies whose `X-Forwarded-For` gives "
         "the client address (for rate limits and audit), or `*`.",
     )
-    cors_origins: str = Field(
-        default="",
+    cors_origins: str | None = Field(
+        default=None,
         description="Comma-separated origins (e.g. `https://ops.example.com`) whose browser "
-        "pages may call the API; empty: same origin only.",
+        "pages may call the API. Unset: same origin only.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
@@ -248,7 +267,8 @@ class Settings(BaseSettings):
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+        origins = (self.cors_origins or "").split(",")
+        return [origin.strip() for origin in origins if origin.strip()]
 
     @property
     def frames_dir(self) -> Path:

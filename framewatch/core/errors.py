@@ -5,6 +5,7 @@ Every error body is `{"error": code, "detail": text}` plus optional extra fields
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -61,6 +62,15 @@ class FrameTooLarge(FramewatchError):
 class UnsupportedMediaType(FramewatchError):
     status_code = 415
     code = "unsupported_media_type"
+
+
+class RateLimited(FramewatchError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, wait_seconds: float, detail: str) -> None:
+        retry = max(1, math.ceil(wait_seconds))
+        super().__init__(f"{detail}; retry in {retry} s", retry_after_seconds=retry)
 
 
 class ValidationFailed(FramewatchError):

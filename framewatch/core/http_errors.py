@@ -35,6 +35,8 @@ def error_response(
     status: int, code: str, detail: str, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429 and extra and "retry_after_seconds" in extra:
+        headers = {"Retry-After": str(extra["retry_after_seconds"])}
     body = {**(extra or {}), "error": code, "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -69,20 +71,38 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "an unexpected error occurred")
 
 
-class BodySizeLimit:
-    """Refuses request bodies over `max_bytes` with 413, by header or while streaming."""
+class RequestLimits:
+    """Refuses request bodies over their limit with 413 (by header or while streaming), and
+    bodies that are not JSON with 415 — except send-frame's, which takes images (it checks its
+    own content types) and has the larger, frame-sized limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int,
+                 frame_paths: tuple[str, ...]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_json_bytes
+        self.frame_paths = frame_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        headers = dict(scope["headers"])
+        frames = scope.get("path") in self.frame_paths
+        limit = self.max_bytes if frames else self.max_json_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
+            return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        has_body = declared not in (None, b"0") or b"transfer-encoding" in headers
+        if (not frames and has_body and scope["method"] in ("POST", "PUT", "PATCH")
+                and content_type != b"application/json"):
+            response = error_response(
+                415, "unsupported_media_type",
+                f"send the body as application/json, not {content_type.decode() or 'nothing'}",
+            )
+            await response(scope, receive, send)
             return
         received = 0
 
@@ -91,20 +111,20 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(
             413, "request_too_large",
-            f"the request body is larger than the limit of {self.max_bytes} bytes",
-            {"limit_bytes": self.max_bytes},
+            f"the request body is larger than the limit of {limit} bytes",
+            {"limit_bytes": limit},
         )
         await response(scope, receive, send)
 

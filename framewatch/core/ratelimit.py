@@ -164,7 +164,6 @@ class RateLimitMiddleware:
                 429, "rate_limited", f"too many requests; retry in {retry} s",
                 {"retry_after_seconds": retry},
             )
-            response.headers["Retry-After"] = str(retry)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

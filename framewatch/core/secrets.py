@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -19,6 +21,21 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        # Short-lived tokens get a key of their own, derived from the same secret.
+        self._tokens = Fernet(base64.urlsafe_b64encode(
+            hashlib.sha256(b"framewatch-token:" + key).digest()))
+
+    def issue_token(self, data: dict[str, Any]) -> str:
+        """An encrypted, authenticated, timestamped token carrying `data`."""
+        return self._tokens.encrypt(json.dumps(data).encode()).decode()
+
+    def read_token(self, token: str, max_age_seconds: float) -> dict[str, Any] | None:
+        """The data of a token issued here at most `max_age_seconds` ago; None otherwise."""
+        try:
+            data = json.loads(self._tokens.decrypt(token.encode(), ttl=int(max_age_seconds)))
+        except (InvalidToken, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())

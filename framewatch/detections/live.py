@@ -5,6 +5,7 @@ older than the newest processed frame."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,18 +16,21 @@ from framewatch.runtime import Runtime
 
 
 async def cached_live_view(
-    session: AsyncSession, runtime: Runtime, camera_id: str | None, types: list[str] | None
+    session: AsyncSession, runtime: Runtime, camera_id: str | None, types: list[str] | None,
+    camera_scope: frozenset[str] | None = None,
 ) -> bytes:
-    """The live view as JSON bytes."""
-    scope = camera_id or ALL_CAMERAS
-    generation = await runtime.cache.generation(CACHE_LIVE, scope)
+    """The live view as JSON bytes (only the cameras of `camera_scope`, when given)."""
+    generation = await runtime.cache.generation(CACHE_LIVE, camera_id or ALL_CAMERAS)
     # The filter itself, unambiguously: `camera_id=*` (no camera) is not the all-cameras view.
-    key = json.dumps([camera_id, generation, types or []], separators=(",", ":"))
+    scope = sorted(camera_scope) if camera_scope is not None else None
+    key = json.dumps([camera_id, generation, types or [], scope], separators=(",", ":"))
+    if len(key) > 200:  # a key scoped to many cameras: a digest of it
+        key = hashlib.sha256(key.encode()).hexdigest()
     cached = await runtime.cache.get_bytes(CACHE_LIVE, key)
     if cached is not None:
         return cached
     view = await live_view(session, window_seconds=runtime.settings.live_window_seconds,
-                          camera_id=camera_id, types=types)
+                          camera_id=camera_id, types=types, camera_scope=camera_scope)
     data = view.model_dump_json().encode()
     await runtime.cache.set_bytes(CACHE_LIVE, key, data, runtime.settings.live_ttl_seconds)
     return data

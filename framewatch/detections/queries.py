@@ -36,6 +36,8 @@ class DetectionFilter:
     min_confidence: float | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # The cameras the caller's key may see; None: all.
+    camera_scope: frozenset[str] | None = None
 
 
 async def list_detections(
@@ -48,6 +50,8 @@ async def list_detections(
     query = select(Detection)
     if where.camera_id:
         query = query.where(Detection.camera_id == where.camera_id)
+    if where.camera_scope is not None:
+        query = query.where(Detection.camera_id.in_(sorted(where.camera_scope)))
     if where.types:
         query = query.where(Detection.type.in_(where.types))
     if where.label:
@@ -70,15 +74,19 @@ async def list_detections(
     return DetectionPage(items=[detection_out(row) for row in rows], next_cursor=next_cursor)
 
 
-async def get_detection(session: AsyncSession, detection_id: int) -> DetectionOut:
+async def get_detection(
+    session: AsyncSession, detection_id: int, camera_scope: frozenset[str] | None = None
+) -> DetectionOut:
     row = await session.get(Detection, detection_id) if is_row_id(detection_id) else None
-    if row is None:
+    # Out of the key's scope looks exactly like absent: existence is not leaked.
+    if row is None or (camera_scope is not None and row.camera_id not in camera_scope):
         raise NotFound(f"no detection with id {detection_id}")
     return detection_out(row)
 
 
 async def live_view(
-    session: AsyncSession, *, window_seconds: float, camera_id: str | None, types: list[str] | None
+    session: AsyncSession, *, window_seconds: float, camera_id: str | None,
+    types: list[str] | None, camera_scope: frozenset[str] | None = None,
 ) -> LiveView:
     """Per camera, the detections of its latest processed frame within the live window."""
     refuse_nul("camera_id", camera_id)
@@ -90,6 +98,8 @@ async def live_view(
     )
     if camera_id:
         latest = latest.where(Frame.camera_id == camera_id)
+    if camera_scope is not None:
+        latest = latest.where(Frame.camera_id.in_(sorted(camera_scope)))
     frames = list(
         await session.scalars(
             select(Frame).where(Frame.id.in_(latest.scalar_subquery())).order_by(Frame.camera_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime
 
-from framewatch.auth.dependencies import Operator, Viewer
+from framewatch.auth.dependencies import DetectionsReader, FrameSender
 from framewatch.core.dependencies import RuntimeDep, Session
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
 from framewatch.detections import queries, service
@@ -59,7 +59,7 @@ _SEND_FRAME_BODY = {
     summary="Detect in one frame",
 )
 async def send_frame(
-    request: Request, session: Session, runtime: RuntimeDep, principal: Operator
+    request: Request, session: Session, runtime: RuntimeDep, principal: FrameSender
 ) -> SendFrameResult | JSONResponse:
     """Store a frame, run its camera's provider on it and return what was found.
 
@@ -67,6 +67,7 @@ async def send_frame(
     follow (`GET /api/v1/detections/queue/{id}`).
     """
     submission = await read_submission(request, principal, runtime.settings.max_frame_bytes)
+    principal.check_camera(submission.camera_id)
     answer = await service.send_frame(session, runtime, submission)
     if isinstance(answer, FrameQueued):
         return JSONResponse(answer.model_dump(mode="json"), status_code=202)
@@ -77,20 +78,23 @@ async def send_frame(
 async def live(
     session: Session,
     runtime: RuntimeDep,
-    _: Viewer,
+    principal: DetectionsReader,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     types: DetectionTypeList | None = None,
 ) -> Response:
     """Per camera, the detections of its most recent frame within the live window (cached for
     `FRAMEWATCH_LIVE_TTL_SECONDS`; new detections invalidate it at once)."""
-    data = await cached_live_view(session, runtime, camera_id, service.parse_types(types))
+    if camera_id is not None:
+        principal.check_camera(camera_id)
+    data = await cached_live_view(session, runtime, camera_id, service.parse_types(types),
+                                  principal.camera_scope)
     return Response(data, media_type="application/json")
 
 
 @router.get("", response_model=DetectionPage, responses={**AUTH_ERRORS, **error_responses(400)})
 async def list_detections(
     session: Session,
-    _: Viewer,
+    principal: DetectionsReader,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     types: DetectionTypeList | None = None,
     label: Annotated[str | None, Query(max_length=100)] = None,
@@ -101,9 +105,12 @@ async def list_detections(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DetectionPage:
     """Detections, newest first, filtered; follow `next_cursor` for the next page."""
+    if camera_id is not None:
+        principal.check_camera(camera_id)
     where = queries.DetectionFilter(
         camera_id=camera_id, types=service.parse_types(types), label=label,
         min_confidence=min_confidence, since=since, until=until,
+        camera_scope=principal.camera_scope,
     )
     return await queries.list_detections(session, where, limit=limit, cursor=cursor)
 
@@ -113,5 +120,7 @@ async def list_detections(
     response_model=DetectionOut,
     responses={**AUTH_ERRORS, **error_responses(404)},
 )
-async def get_detection(session: Session, _: Viewer, detection_id: int) -> DetectionOut:
-    return await queries.get_detection(session, detection_id)
+async def get_detection(
+    session: Session, principal: DetectionsReader, detection_id: int
+) -> DetectionOut:
+    return await queries.get_detection(session, detection_id, principal.camera_scope)

@@ -31,6 +31,8 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    # The cameras the caller's key may see (then events of no camera are hidden); None: all.
+    camera_scope: frozenset[str] | None = None
 
 
 def _escape_like(text: str) -> str:
@@ -49,6 +51,8 @@ async def list_events(
     query = select(row)
     if where.camera_id:
         query = query.where(row.camera_id == where.camera_id)
+    if where.camera_scope is not None:
+        query = query.where(row.camera_id.in_(sorted(where.camera_scope)))
     if where.event_types:
         query = query.where(row.event_type.in_(where.event_types))
     if where.min_severity:

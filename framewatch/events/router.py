@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from framewatch.auth.dependencies import Viewer
+from framewatch.auth.dependencies import EventsReader
 from framewatch.core.dependencies import Session
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
 from framewatch.events import queries
@@ -21,7 +21,7 @@ SeverityName = Literal["debug", "info", "warning", "error", "critical"]
             responses={**AUTH_ERRORS, **error_responses(400)})
 async def list_events(
     session: Session,
-    _: Viewer,
+    principal: EventsReader,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     event_type: Annotated[list[EventType] | None, Query(max_length=50)] = None,
     severity: Annotated[SeverityName | None, Query(description="This severity or worse.")] = None,
@@ -37,9 +37,11 @@ async def list_events(
 
     `event_type` may be repeated; event types are listed in docs/events.md.
     """
+    if camera_id is not None:
+        principal.check_camera(camera_id)
     where = queries.EventFilter(
         camera_id=camera_id, event_types=[e.value for e in event_type] if event_type else None,
         min_severity=severity, provider=provider, detection_type=detection_type,
-        since=since, until=until, text=q,
+        since=since, until=until, text=q, camera_scope=principal.camera_scope,
     )
     return await queries.list_events(session, where, limit=limit, cursor=cursor)

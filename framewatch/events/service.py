@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from framewatch.core.context import current_request
 from framewatch.models import DetectionEventLog
 
 
@@ -38,6 +39,12 @@ class EventType(StrEnum):
     CAMERA_DELETED = "camera.deleted"
     KEY_CREATED = "key.created"
     KEY_REVOKED = "key.revoked"
+    KEY_ROTATED = "key.rotated"
+    KEY_UPDATED = "key.updated"
+    AUTH_FAILED = "auth.failed"
+    AUTH_DENIED = "auth.denied"
+    ADMIN_FAILED = "admin.failed"
+    BIOMETRICS_PURGED = "biometrics.purged"
 
 
 def record_event(
@@ -58,7 +65,10 @@ def record_event(
     payload = payload or {}
     if detection_types is None and isinstance(payload.get("counts"), dict):
         detection_types = [kind for kind, count in payload["counts"].items() if count]
+    context = current_request.get()
     event = DetectionEventLog(
+        address=context.address,
+        request_id=context.request_id,
         detection_types=f",{','.join(sorted(detection_types))}," if detection_types else None,
         event_type=event_type.value,
         severity=severity.value,

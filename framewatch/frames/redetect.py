@@ -43,10 +43,11 @@ async def redetect_frame(
     provider_id: int | None,
     *,
     actor: str | None,
+    camera_scope: frozenset[str] | None = None,
 ) -> RedetectResult:
     """Run frame `frame_id` through `provider_id` (default: its camera's provider) and record
     the answer as an event (added to the session; the caller commits)."""
-    frame = await get_frame(session, frame_id)
+    frame = await get_frame(session, frame_id, camera_scope)
     camera = await get_camera(session, frame.camera_id)
     if provider_id is not None:
         await get_provider(session, provider_id)  # an explicit choice must exist: 404 if not

@@ -17,18 +17,22 @@ MAX_FRAME_ID = 2**63 - 1
 _PATHS_PER_QUERY = 1000
 
 
-async def get_frame(session: AsyncSession, frame_id: int) -> Frame:
+async def get_frame(
+    session: AsyncSession, frame_id: int, camera_scope: frozenset[str] | None = None
+) -> Frame:
+    """The frame, or 404 — also when its camera is outside `camera_scope`."""
     frame = await session.get(Frame, frame_id) if 1 <= frame_id <= MAX_FRAME_ID else None
-    if frame is None:
+    if frame is None or (camera_scope is not None and frame.camera_id not in camera_scope):
         raise NotFound(f"no frame with id {frame_id}")
     return frame
 
 
 async def frame_image(
-    session: AsyncSession, store: FrameStore, frame_id: int, *, annotated: bool
+    session: AsyncSession, store: FrameStore, frame_id: int, *, annotated: bool,
+    camera_scope: frozenset[str] | None = None,
 ) -> tuple[bytes, str]:
     """The frame's bytes and content type; with `annotated`, a JPEG with its boxes drawn."""
-    frame = await get_frame(session, frame_id)
+    frame = await get_frame(session, frame_id, camera_scope)
     if frame.image_purged_at is not None:  # the file may live on for a newer frame's sake
         raise NotFound(f"frame {frame_id}'s image was deleted by retention")
     data = await store.read(frame.storage_path)

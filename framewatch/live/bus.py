@@ -1,7 +1,8 @@
 """Live messages — processed frames with their detections, and events — to every process.
 
 Two logs behind one interface:
-- `MemoryLog` (one process, the embedded default): ids from a counter, recent messages in a ring.
+- `MemoryLog` (one process, the embedded default): ids from a counter that starts from the clock,
+  recent messages in a ring.
 - `RedisStreamLog` (several API instances and workers sharing Redis): `XADD` to one stream gives
   each message its id and keeps the last `window` of them; every API process reads the stream
   with a blocking `XREAD` and hands what it reads to its own hub. A stream is Redis pub/sub that
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,8 +81,10 @@ class MemoryLog:
     def __init__(self, window: int) -> None:
         self._recent: deque[LiveMessage] = deque(maxlen=max(window, 1))
         self._window = window
-        self._next_id = 0
-        self._trimmed_up_to = 0
+        # Ids go on from the clock, as a Redis stream's do (ms << 20): they keep growing across
+        # a restart, and an id from before it asks for messages this log never had (resync).
+        self._next_id = time.time_ns() // 1_000_000 << SEQUENCE_BITS
+        self._trimmed_up_to = self._next_id
         self._deliver: Deliver | None = None
         self.published = 0
         self.failed = 0
@@ -175,7 +179,7 @@ class RedisStreamLog:
                 if last is None:  # start from what is newest now
                     newest: Any = await self._reader.xrevrange(self._key, count=1)
                     last = newest[0][0].decode() if newest else "0-0"
-                answer: Any = await self._reader.xread({self._key: last}, count=500,
+                answer: Any = await self._reader.xread({self._key: last}, count=100,
                                                        block=self.READ_BLOCK_MS)
                 pause = 0.1
             except RedisError as exc:
@@ -188,6 +192,9 @@ class RedisStreamLog:
                     last = entry_id.decode()
                     try:
                         deliver(self._message(entry_id, fields))
+                        # Let the clients' senders drain between messages: a burst read at
+                        # once must not overflow buffers that keep up in real time.
+                        await asyncio.sleep(0)
                     except Exception:  # one bad message must not stop the stream
                         log.exception("delivering live message %s failed", last)
 

@@ -85,6 +85,7 @@ class Client:
     principal: str
     buffer: int
     camera_scope: frozenset[str] | None = None
+    may_read_events: bool = True
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     outbox: asyncio.Queue[str] = field(init=False)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,6 +1,6 @@
 """`GET /api/v1/detections/ws`: processed frames and events, live, filtered on the server.
 
-Protocol (JSON text frames; docs/websocket.md has the full description):
+Protocol (JSON text frames; docs/live.md has the full description):
 - the key comes as `?token=` or as the first message `{"type": "auth", "token": "..."}`;
 - client → server: `subscribe` (filters, optional `last_event_id` to resume), `unsubscribe`,
   `ping`, `get_stats`;
@@ -15,16 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from framewatch.auth.service import Principal, Role, authenticate
+from framewatch.auth.dependencies import audit_refusal, authenticate_key
+from framewatch.auth.permissions import Permission
+from framewatch.auth.service import Principal
+from framewatch.auth.wstoken import looks_like_ws_token, read_ws_token
+from framewatch.events.service import EventType
 from framewatch.live.hub import SLOW_CLIENT_CLOSE_CODE, Client, Subscription
 from framewatch.runtime import Runtime
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_SECONDS = 10
 UNAUTHORIZED_CLOSE_CODE = 4401
@@ -58,7 +64,7 @@ class UnsubscribeMessage(BaseModel):
 @router.websocket("/api/v1/detections/ws")
 async def detections_ws(
     websocket: WebSocket,
-    token: Annotated[str | None, Query(max_length=512)] = None,
+    token: Annotated[str | None, Query(max_length=8192)] = None,
     last_event_id: Annotated[int | None, Query(ge=0)] = None,
 ) -> None:
     runtime: Runtime = websocket.app.state.runtime
@@ -66,7 +72,9 @@ async def detections_ws(
     principal = await _authenticate(websocket, runtime, token)
     if principal is None:
         return
-    client = Client(principal=principal.actor, buffer=runtime.settings.ws_buffer_messages)
+    client = Client(principal=principal.actor, buffer=runtime.settings.ws_buffer_messages,
+                    camera_scope=principal.camera_scope,
+                    may_read_events=principal.allows(Permission.EVENTS_READ))
     hub = runtime.live.hub
     hub.add(client)
     session = _Session(websocket, runtime, client, last_event_id)
@@ -84,7 +92,13 @@ async def detections_ws(
         hub.remove(client)
         for task in (sender, receiver, overflow):
             task.cancel()
-        await asyncio.gather(sender, receiver, overflow, return_exceptions=True)
+        outcomes = await asyncio.gather(sender, receiver, overflow, return_exceptions=True)
+        for outcome in outcomes[:2]:
+            # A peer that vanished mid-send is normal; anything else is worth a log line.
+            if isinstance(outcome, Exception) and not isinstance(
+                    outcome, WebSocketDisconnect | RuntimeError | OSError):
+                log.warning("WebSocket of %s ended with %s: %s", client.principal,
+                            type(outcome).__name__, outcome)
 
 
 async def _authenticate(
@@ -98,15 +112,29 @@ async def _authenticate(
         except (TimeoutError, ValueError, AttributeError, KeyError, WebSocketDisconnect):
             token = None
     principal = None
-    if isinstance(token, str) and 0 < len(token) <= 512:
-        async with runtime.session_factory() as session:
-            principal = await authenticate(session, token)
+    if isinstance(token, str) and 0 < len(token) <= 8192:
+        if looks_like_ws_token(token):
+            principal = await read_ws_token(runtime, token)
+        else:
+            principal = (await authenticate_key(runtime, token)).principal
+    address = websocket.client.host if websocket.client else "unknown"
     if principal is None:
+        await audit_refusal(runtime, EventType.AUTH_FAILED,
+                            f"WebSocket authentication failed from {address}",
+                            {"address": address, "path": websocket.url.path,
+                             "reason": "missing" if not token else "invalid",
+                             "outcome": "refused"})
         await _refuse(websocket, UNAUTHORIZED_CLOSE_CODE, "unauthorized",
-                      "an API key is required: ?token=<key> or {\"type\": \"auth\", ...} first")
+                      "an API key or WebSocket token is required: ?token=... or "
+                      "{\"type\": \"auth\", \"token\": ...} first")
         return None
-    if not principal.role.allows(Role.VIEWER):
-        await _refuse(websocket, FORBIDDEN_CLOSE_CODE, "forbidden", "this needs the viewer role")
+    if not principal.allows(Permission.DETECTIONS_READ):
+        await audit_refusal(runtime, EventType.AUTH_DENIED,
+                            f"key {principal.name!r} lacks detections:read for the WebSocket",
+                            {"address": address, "path": websocket.url.path,
+                             "key_name": principal.name, "outcome": "denied"})
+        await _refuse(websocket, FORBIDDEN_CLOSE_CODE, "forbidden",
+                      "this needs the detections:read permission")
         return None
     return principal
 
@@ -183,6 +211,8 @@ class _Session:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                  for e in exc.errors(include_url=False))
             return await self.error(f"invalid subscribe: {problems}")
+        if parsed.events and not self.client.may_read_events:
+            return await self.error("events need the events:read permission")
         subscription = Subscription(
             id=self.runtime.live.hub.next_subscription_id(),
             camera_ids=_set(parsed.camera_ids),

@@ -20,5 +20,10 @@ class Camera(Base):
     provider_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("detection_provider_configs.id", ondelete="SET NULL"), index=True
     )
+    # Retention overrides for this camera, in days (NULL: the global FRAMEWATCH_RETENTION_*).
+    retention_detections_days: Mapped[int | None] = mapped_column(Integer)
+    retention_frames_days: Mapped[int | None] = mapped_column(Integer)
+    retention_face_encodings_days: Mapped[int | None] = mapped_column(Integer)
+    retention_events_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -31,4 +31,7 @@ class DetectionEventLog(Base):
     message: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     actor: Mapped[str | None] = mapped_column(String(200))
+    # Where the request that caused it came from, and its id (as in the logs).
+    address: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,7 +19,10 @@ class Frame(Base):
 
     __tablename__ = "frames"
     __table_args__ = (
-        Index("ix_frames_camera_received", "camera_id", "received_at"),
+        # "A camera's latest frame" (with the id as tie-breaker) and "frames by camera and time".
+        Index("ix_frames_camera_received", "camera_id", "received_at", "id"),
+        # "The latest frames of every camera": the all-cameras live view.
+        Index("ix_frames_received", "received_at"),
         Index("ix_frames_sha256", "sha256"),
         # Roll-ups and retention walk frames by when they were processed.
         Index("ix_frames_processed", "processed_at"),

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.core.database import utcnow
 from framewatch.core.errors import Conflict, NotFound
+from framewatch.core.pagination import is_row_id
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.models import Frame, QueueItem
 from framewatch.models.frame import FRAME_FAILED, FRAME_QUEUED
@@ -249,8 +250,27 @@ async def release_leases(session: AsyncSession, worker_id: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def list_items(
+    session: AsyncSession, *, status: str | None, camera_id: str | None,
+    camera_scope: frozenset[str] | None, limit: int, before_id: int | None,
+) -> tuple[list[QueueItem], int | None]:
+    """Items newest first, and the id to pass as `before_id` for the next page (or None)."""
+    query = select(QueueItem).order_by(QueueItem.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(QueueItem.status == status)
+    if camera_id:
+        query = query.where(QueueItem.camera_id == camera_id)
+    if camera_scope is not None:
+        query = query.where(QueueItem.camera_id.in_(sorted(camera_scope)))
+    if before_id:
+        query = query.where(QueueItem.id < before_id)
+    rows = list(await session.scalars(query))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
 async def get_item(session: AsyncSession, item_id: int) -> QueueItem:
-    item = await session.get(QueueItem, item_id, populate_existing=True)
+    item = (await session.get(QueueItem, item_id, populate_existing=True)
+            if is_row_id(item_id) else None)
     if item is None:
         raise NotFound(f"no queue item with id {item_id}")
     return item
@@ -271,12 +291,16 @@ async def requeue(session: AsyncSession, item_id: int, *, actor: str | None) -> 
 
 
 async def requeue_dead(
-    session: AsyncSession, *, actor: str | None, camera_id: str | None = None
+    session: AsyncSession, *, actor: str | None, camera_id: str | None = None,
+    camera_scope: frozenset[str] | None = None,
 ) -> list[int]:
-    """Requeue every dead-lettered item (optionally of one camera); returns their ids."""
+    """Requeue every dead-lettered item (optionally of one camera, or of the cameras of a
+    key's scope); returns their ids."""
     query = select(QueueItem.id).where(QueueItem.status == QUEUE_DEAD).order_by(QueueItem.id)
     if camera_id:
         query = query.where(QueueItem.camera_id == camera_id)
+    if camera_scope is not None:
+        query = query.where(QueueItem.camera_id.in_(sorted(camera_scope)))
     ids = list(await session.scalars(query))
     if ids:
         await _requeue_rows(session, ids)

@@ -31,14 +31,17 @@ def floor_hour(moment: datetime) -> datetime:
 
 async def statistics(
     session: AsyncSession, *, since: datetime, until: datetime, camera_id: str | None,
-    bucket: str, cache: dict[str, dict[str, int]],
+    bucket: str, cache: dict[str, dict[str, int]], camera_scope: frozenset[str] | None = None,
 ) -> Statistics:
     start, end = floor_hour(since), until
     d = DetectionStatsHourly
+    cameras = [camera_id] if camera_id else sorted(camera_scope) if camera_scope else None
+    if camera_scope is not None and not camera_scope:
+        cameras = []
 
     def detections(*columns: Any) -> Select[Any]:
         query = select(*columns).where(d.bucket_start >= start, d.bucket_start < end)
-        return query.where(d.camera_id == camera_id) if camera_id else query
+        return query.where(d.camera_id.in_(cameras)) if cameras is not None else query
 
     by_type = [
         TypeTotal(type=kind, detections=int(count), avg_confidence=_ratio(total, count))
@@ -56,7 +59,7 @@ async def statistics(
     ]
     series = await _series(session, detections(d.bucket_start, d.type, func.sum(d.detections))
                            .group_by(d.bucket_start, d.type), bucket)
-    providers, frames_by_camera = await _providers(session, start, end, camera_id)
+    providers, frames_by_camera = await _providers(session, start, end, cameras)
     counts = dict((camera, int(n)) for camera, n in await session.execute(
         detections(d.camera_id, func.sum(d.detections)).group_by(d.camera_id)))
     by_camera = [
@@ -96,12 +99,12 @@ async def _series(session: AsyncSession, query: Select[Any], bucket: str) -> lis
 
 
 async def _providers(
-    session: AsyncSession, start: datetime, end: datetime, camera_id: str | None
+    session: AsyncSession, start: datetime, end: datetime, cameras: list[str] | None
 ) -> tuple[list[ProviderFigures], dict[str, int]]:
     p = ProviderStatsHourly
     where = [p.bucket_start >= start, p.bucket_start < end]
-    if camera_id:
-        where.append(p.camera_id == camera_id)
+    if cameras is not None:
+        where.append(p.camera_id.in_(cameras))
     rows = await session.execute(
         select(p.provider, func.sum(p.frames), func.sum(p.errors), func.sum(p.dead_letters),
                func.sum(p.latency_ms_sum), *[func.sum(getattr(p, c)) for c in LATENCY_COLUMNS])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -7,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from framewatch.auth.dependencies import Viewer
+from framewatch.auth.dependencies import StatsReader
 from framewatch.core.database import utcnow
 from framewatch.core.dependencies import RuntimeDep, Session
 from framewatch.core.errors import BadRequest
@@ -27,7 +28,7 @@ MAX_RANGE = timedelta(days=400)
 async def get_statistics(
     session: Session,
     runtime: RuntimeDep,
-    _: Viewer,
+    principal: StatsReader,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -40,6 +41,9 @@ async def get_statistics(
     for `FRAMEWATCH_STATS_TTL_SECONDS`.
     """
     refuse_nul("camera_id", camera_id)
+    if camera_id is not None:
+        principal.check_camera(camera_id)
+    scope = principal.camera_scope
     now = utcnow()
     end = in_utc("until", until) or now
     start = in_utc("since", since) or end - timedelta(hours=24)
@@ -51,12 +55,13 @@ async def get_statistics(
     # ranges share one entry per minute. The camera is quoted: `camera_id=*` is not "all".
     first = start.isoformat() if since else "24h"
     last = end.isoformat() if until else f"now@{now:%Y-%m-%dT%H:%M}"
-    key = f"{json.dumps(camera_id)}:{bucket}:{first}/{last}"
+    cameras = json.dumps([camera_id, sorted(scope) if scope is not None else None])
+    key = f"{hashlib.sha256(cameras.encode()).hexdigest()[:32]}:{bucket}:{first}/{last}"
     cached = await runtime.cache.get(CACHE_STATS, key)
     if cached is not None:
         return Statistics.model_validate(cached)
     answer = await statistics(session, since=start, until=end, camera_id=camera_id,
-                              bucket=bucket, cache=runtime.cache.stats())
+                              bucket=bucket, cache=runtime.cache.stats(), camera_scope=scope)
     await runtime.cache.set(CACHE_STATS, key, answer.model_dump(mode="json"),
                             runtime.settings.stats_ttl_seconds)
     return answer

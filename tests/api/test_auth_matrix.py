@@ -51,6 +51,12 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
     ("GET", "/api/v1/keys", "admin", None),
     ("POST", "/api/v1/keys", "admin", {"name": "k", "role": "viewer"}),
     ("DELETE", "/api/v1/keys/{key_id}", "admin", None),
+    ("PATCH", "/api/v1/keys/{key_id}", "admin", {"expires_at": None}),
+    ("POST", "/api/v1/keys/{key_id}/rotate", "admin", None),
+    ("POST", "/api/v1/auth/ws-token", "viewer", None),
+    ("GET", "/api/v1/retention", "admin", None),
+    ("POST", "/api/v1/retention/run", "admin", {"dry_run": True}),
+    ("POST", "/api/v1/cameras/{camera_id}/purge-biometrics", "admin", None),
 ]
 PATH_VALUES = {"detection_id": "1", "provider_id": "1", "camera_id": "gate", "frame_id": "1",
                "key_id": "999", "item_id": "1"}

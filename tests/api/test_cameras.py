@@ -25,6 +25,9 @@ from tests.conftest import frame_bytes, postgres_emptied
 from tests.support.servers import free_port
 
 CAMERAS = "/api/v1/cameras"
+# A camera created without retention overrides follows the global settings.
+NO_RETENTION = dict.fromkeys(("retention_detections_days", "retention_frames_days",
+                              "retention_face_encodings_days", "retention_events_days"))
 
 
 async def camera_events(api: Api, camera_id: str) -> list[DetectionEventLog]:
@@ -44,7 +47,7 @@ async def test_create_answers_201_with_the_camera_and_records_an_event(api_any_d
     created_at = datetime.fromisoformat(body.pop("created_at"))
     updated_at = datetime.fromisoformat(body.pop("updated_at"))
     assert body == {"id": "front-door", "name": "Front door", "location": "Porch",
-                    "enabled": True, "provider_id": None}
+                    "enabled": True, "provider_id": None, **NO_RETENTION}
     assert before - timedelta(seconds=1) <= created_at <= datetime.now(UTC)
     assert abs(updated_at - created_at) < timedelta(seconds=1)
 
@@ -55,7 +58,7 @@ async def test_create_answers_201_with_the_camera_and_records_an_event(api_any_d
     assert event.event_type == "camera.created" and event.severity == "info"
     assert event.actor == "key:admin"
     assert event.payload == {"id": "front-door", "name": "Front door", "location": "Porch",
-                             "enabled": True, "provider_id": None}
+                             "enabled": True, "provider_id": None, **NO_RETENTION}
 
 
 async def test_the_longest_allowed_values_are_accepted(api: Api) -> None:
@@ -208,7 +211,7 @@ async def test_patch_changes_only_the_given_fields_and_records_them(api_any_db: 
     events = await camera_events(api, "gate")
     assert [(e.event_type, e.payload) for e in events] == [
         ("camera.created", {"id": "gate", "name": "Gate", "location": "North",
-                            "enabled": True, "provider_id": None}),
+                            "enabled": True, "provider_id": None, **NO_RETENTION}),
         ("camera.updated", {"name": "Main gate"}),
         ("camera.updated", {"location": None}),
         ("camera.updated", {"enabled": False}),

@@ -25,7 +25,7 @@ from tests.queue.scenario import small_frame
 QUIET = {"provider_check_seconds": 3600, "stats_interval_seconds": 3600,
          "cleanup_interval_seconds": 3600}
 DAY = timedelta(days=1)
-ZERO = {"detections": 0, "frame_images": 0, "frames": 0, "events": 0}
+ZERO = {"detections": 0, "face_encodings": 0, "frame_images": 0, "frames": 0, "events": 0}
 
 
 @asynccontextmanager
@@ -142,7 +142,7 @@ async def test_old_detections_and_events_go_in_batches_recent_ones_stay(
         with deletes_seen(api) as seen:
             report = await cleanup_old_data(api.runtime, now=now)
 
-        assert report == {"detections": 7, "frame_images": 0, "frames": 0, "events": 5}
+        assert report == {**ZERO, "detections": 7, "events": 5}
         assert await data.ids(Detection) == set(kept)
         assert await data.ids(DetectionEventLog, DetectionEventLog.id.in_(old_events + kept_events)
                               ) == set(kept_events)
@@ -229,7 +229,7 @@ async def test_bare_old_frames_go_with_their_queue_items_queued_frames_never(
 
         report = await cleanup_old_data(api.runtime, now=now)
 
-        assert report == {"detections": 2, "frame_images": 4, "frames": 3, "events": 0}
+        assert report == {**ZERO, "detections": 2, "frame_images": 4, "frames": 3}
         frames = await data.frames()
         assert set(frames) == {queued.id, younger.id}
         assert frames[younger.id].image_purged_at == now and not data.on_disk(younger)
@@ -289,7 +289,7 @@ async def test_the_cleanup_event_counts_what_went_and_a_second_run_deletes_nothi
 
         report = await cleanup_old_data(api.runtime, now=now)
 
-        assert report == {"detections": 4, "frame_images": 2, "frames": 1, "events": 2}
+        assert report == {**ZERO, "detections": 4, "frame_images": 2, "frames": 1, "events": 2}
         (cleanup,) = await data.cleanup_events()
         assert cleanup.payload == report
         assert cleanup.actor == "retention" and cleanup.severity == "info"
