@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from framewatch.detections.router import router as detections_router
 from framewatch.events.router import router as events_router
 from framewatch.frames.router import router as frames_router
 from framewatch.live.ws import router as live_router
+from framewatch.persons.router import router as persons_router
 from framewatch.providers.router import router as providers_router
 from framewatch.providers.service import ensure_default_provider
 from framewatch.queue.dispatch import LocalDispatcher
@@ -58,6 +60,10 @@ async def start_runtime(settings: Settings) -> tuple[Runtime, AdminKeyBootstrap]
         await runtime.close()
         raise
     return runtime, bootstrap
+
+
+# Endpoints that take images: multipart (or send-frame's base64 JSON) up to the frame limit.
+IMAGE_PATHS = (re.escape(SEND_FRAME_PATH), r"/api/v1/persons/\d+/faces", r"/api/v1/persons/search")
 
 
 def start_inprocess_worker(runtime: Runtime) -> InProcessWorker | None:
@@ -97,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
-                       max_json_bytes=settings.max_json_bytes, frame_paths=(SEND_FRAME_PATH,))
+                       max_json_bytes=settings.max_json_bytes, image_paths=IMAGE_PATHS)
     # Added last, so it runs first: a refused request costs no body read.
     app.add_middleware(RateLimitMiddleware)
     if settings.cors_origin_list:
@@ -111,6 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # and must match before `/detections/{detection_id}`.
     for router in (health_router, queue_router, events_router, stats_router, live_router,
                    detections_router, providers_router, cameras_router, frames_router,
-                   keys_router, retention_router):
+                   keys_router, retention_router, persons_router):
         app.include_router(router)
     return app

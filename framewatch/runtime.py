@@ -23,6 +23,8 @@ from framewatch.live.bus import create_log
 from framewatch.live.cache import LiveCache, create_cache
 from framewatch.live.feed import LiveFeed
 from framewatch.live.outbox import outbox_session_class
+from framewatch.persons.crops import FaceStore
+from framewatch.persons.index import GalleryIndex
 from framewatch.providers.base import ProviderDeps
 from framewatch.providers.breaker import BreakerPolicy
 from framewatch.providers.urls import ProviderAddressPolicy
@@ -46,12 +48,14 @@ class Runtime:
     cache: LiveCache
     live: LiveFeed
     frame_store: FrameStore
+    face_store: FaceStore
     provider_deps: ProviderDeps
     dispatcher: Dispatcher
     queue_policy: QueuePolicy
     breaker_policy: BreakerPolicy
     rate_limiter: RateLimiter
     key_cache: KeyCache
+    gallery: GalleryIndex
     provider_policy: ProviderAddressPolicy
 
     @classmethod
@@ -72,15 +76,21 @@ class Runtime:
 
         cache = create_cache(settings.redis_url)
         live = LiveFeed(create_log(settings.redis_url, settings.ws_replay_messages), cache)
+        sessions = create_session_factory(engine, outbox_session_class(live.outbox))
+        gallery = GalleryIndex(sessions, settings.face_match_threshold,
+                               settings.gallery_check_seconds)
+        live.outbox.person_names = gallery.known_names
         return cls(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine, outbox_session_class(live.outbox)),
+            session_factory=sessions,
+            gallery=gallery,
             secret_box=load_secret_box(settings),
             http_client=http_client,
             cache=cache,
             live=live,
             frame_store=FrameStore(settings.frames_dir),
+            face_store=FaceStore(settings.data_dir / "faces"),
             provider_deps=ProviderDeps(http_client=http_client, builtin_detector=detector),
             dispatcher=_dispatcher(settings),
             queue_policy=QueuePolicy(

@@ -222,6 +222,9 @@ HELP: dict[tuple[str, ...], list[str]] = {
     ("queue", "stats"): ["queue statistics", "JSON"],
     ("queue", "retry-dead"): ["Requeue every dead-lettered item", "--camera-id"],
     ("retention",): ["retention policy", "show", "run"],
+    ("secret-key",): ["encrypts provider API keys", "rotate"],
+    ("secret-key", "rotate"): ["Re-encrypt every provider API key", "--new-key",
+                               "FRAMEWATCH_SECRET_KEY", "--yes"],
     ("retention", "show"): ["retention policy", "JSON"],
     ("retention", "run"): ["Apply the retention policy", "--dry-run"],
 }

@@ -14,7 +14,7 @@ EXPECTED_TABLES = {
     "alembic_version", "api_keys", "cameras", "detection_event_logs",
     "detection_processing_queue", "detection_provider_configs", "detections", "frames",
     "detection_stats_hourly", "job_runs", "provider_health", "provider_stats_hourly",
-    "queue_workers",
+    "queue_workers", "persons", "person_faces", "person_subjects", "gallery_version",
 }
 
 

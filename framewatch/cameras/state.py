@@ -17,7 +17,7 @@ from framewatch.cameras.service import get_camera
 from framewatch.core.database import utcnow
 from framewatch.core.errors import ProviderUnavailable
 from framewatch.detections.schemas import DetectionBrief
-from framewatch.detections.service import brief
+from framewatch.detections.service import brief, person_names
 from framewatch.live.feed import CACHE_STATE
 from framewatch.models import Detection, Frame, ProviderHealth
 from framewatch.providers.service import resolve_provider
@@ -85,7 +85,8 @@ async def _stored_state(session: AsyncSession, runtime: Runtime, camera_id: str)
     health = await session.get(ProviderHealth, provider) if provider else None
     last = None
     if detection is not None:
-        last = LastDetection(**brief(detection).model_dump(), frame_id=detection.frame_id,
+        names = await person_names(session, [detection])
+        last = LastDetection(**brief(detection, names).model_dump(), frame_id=detection.frame_id,
                              detected_at=detection.detected_at)
     return StoredState(
         camera_id=camera.id, name=camera.name, enabled=camera.enabled,

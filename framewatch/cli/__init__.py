@@ -7,7 +7,7 @@ import logging
 import click
 
 from framewatch import __version__
-from framewatch.cli.admin import cameras, keys
+from framewatch.cli.admin import cameras, keys, secret_key
 from framewatch.cli.common import load_settings
 from framewatch.cli.queue import beat, queue, worker
 from framewatch.cli.retention import retention
@@ -28,5 +28,5 @@ def main() -> None:
 
 
 for command in (serve, migrate_command, provider_server, worker, beat, queue, retention, cameras,
-                keys):
+                keys, secret_key):
     main.add_command(command)

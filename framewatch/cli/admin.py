@@ -8,6 +8,7 @@ import click
 
 from framewatch.cli.common import (
     fail_on_domain_errors,
+    load_settings,
     run_with_settings,
     validated,
     with_session,
@@ -158,3 +159,38 @@ def keys_revoke(key_id: int) -> None:
 
     run_with_settings(lambda s: with_session(s, lambda db: revoke_key(db, key_id, actor="cli")))
     click.echo(f"key {key_id} revoked")
+
+
+@click.group("secret-key")
+def secret_key() -> None:
+    """Manage the key that encrypts provider API keys at rest."""
+
+
+@secret_key.command("rotate")
+@click.option("--new-key", default=None,
+              help="The new secret (a Fernet key or any passphrase); default: a new random key.")
+@click.confirmation_option(prompt="Re-encrypt every stored provider API key with a new key?")
+def secret_key_rotate(new_key: str | None) -> None:
+    """Re-encrypt every provider API key with a new secret key.
+
+    When the key lives in <data_dir>/secret.key (FRAMEWATCH_SECRET_KEY unset) the file is
+    replaced; otherwise the new key is printed: put it in FRAMEWATCH_SECRET_KEY and restart
+    every framewatch process. WebSocket tokens issued before are no longer accepted.
+    """
+    from cryptography.fernet import Fernet
+
+    from framewatch.core.secrets import SECRET_KEY_FILE, load_secret_box, rotate_secrets
+
+    settings = load_settings()
+    new_secret = new_key or Fernet.generate_key().decode()
+    old_box = load_secret_box(settings)
+    count = run_with_settings(lambda s: with_session(
+        s, lambda db: rotate_secrets(db, old_box, new_secret, settings, actor="cli")))
+    click.echo(f"{count} provider API keys re-encrypted")
+    if settings.secret_key is None:
+        click.echo(f"the new key is in {settings.data_dir / SECRET_KEY_FILE}; restart every "
+                   "framewatch process")
+    else:
+        click.echo("set FRAMEWATCH_SECRET_KEY to this value and restart every framewatch "
+                   "process:")
+        click.echo(new_secret)

@@ -102,6 +102,22 @@ class Settings(BaseSettings):
     provider_max_retries: int = Field(
         default=2, ge=0, le=10, description="Default retries of a new HTTP provider."
     )
+    identify_faces: bool = Field(
+        default=True,
+        description="Encode every face any provider finds with the built-in encoder and match "
+        "it against the persons gallery (about 100 ms per face on one core).",
+    )
+    face_match_threshold: float = Field(
+        # Measured on the test photographs: one person 0.24-0.34 apart (three people, two
+        # photos each), different people 0.62-0.81 (docs/persons.md).
+        default=0.45, gt=0, le=2,
+        description="Largest encoding distance at which a face is taken for a registered "
+        "person (built-in encodings: one person ~0.25-0.35 apart, different people ~0.6-0.8).",
+    )
+    gallery_check_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How often a process checks whether the persons gallery changed.",
+    )
     provider_allow_private_networks: bool = Field(
         default=False,
         description="Allow providers at private, loopback and unique-local addresses "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -73,22 +74,24 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
 
 class RequestLimits:
     """Refuses request bodies over their limit with 413 (by header or while streaming), and
-    bodies that are not JSON with 415 — except send-frame's, which takes images (it checks its
-    own content types) and has the larger, frame-sized limit."""
+    bodies that are not JSON with 415 — except on the paths that take images (send-frame,
+    face registration and search), which check their own content types and have the larger,
+    frame-sized limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int,
-                 frame_paths: tuple[str, ...]) -> None:
+                 image_paths: tuple[str, ...]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_json_bytes = max_json_bytes
-        self.frame_paths = frame_paths
+        # Paths taking images (regular expressions): multipart allowed, frame-sized limit.
+        self.image_paths = re.compile("|".join(f"(?:{p})" for p in image_paths))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        frames = scope.get("path") in self.frame_paths
+        frames = self.image_paths.fullmatch(str(scope.get("path", ""))) is not None
         limit = self.max_bytes if frames else self.max_json_bytes
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.core.config import Settings
 
@@ -80,6 +81,45 @@ def write_private_file(path: Path, content: str) -> None:
     os.chmod(path, 0o600)
 
 
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a file only its owner can read (mode 0600), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def mask(secret: str) -> str:
     """A hint that tells secrets apart without revealing them: `••••abcd`."""
     return "••••" + secret[-4:] if len(secret) >= 8 else "••••"
+
+
+async def rotate_secrets(
+    session: AsyncSession, old: SecretBox, new_secret: str, settings: Settings,
+    *, actor: str | None,
+) -> int:
+    """Re-encrypt every provider API key from `old` to `new_secret` (commits). When the key
+    lives in the data dir, the new one is written beside it first and swapped in only after the
+    database commit, so that a crash at any point leaves a key that opens what is stored."""
+    from sqlalchemy import select
+
+    from framewatch.events.service import EventType, record_event
+    from framewatch.models import DetectionProviderConfig
+
+    new = SecretBox(fernet_key_from(new_secret))
+    pending = settings.data_dir / (SECRET_KEY_FILE + ".new")
+    if settings.secret_key is None:
+        write_private_file(pending, new_secret)
+    configs = list(await session.scalars(
+        select(DetectionProviderConfig).where(DetectionProviderConfig.api_key_encrypted.is_not(None))
+    ))
+    for config in configs:
+        assert config.api_key_encrypted is not None
+        config.api_key_encrypted = new.encrypt(old.decrypt(config.api_key_encrypted))
+    record_event(session, EventType.SECRET_KEY_ROTATED,
+                 f"secret key rotated; {len(configs)} provider API keys re-encrypted",
+                 actor=actor, payload={"providers": len(configs)})
+    await session.commit()
+    if settings.secret_key is None:
+        os.replace(pending, settings.data_dir / SECRET_KEY_FILE)
+    return len(configs)

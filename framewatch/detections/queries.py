@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from framewatch.detections.schemas import (
     LiveCamera,
     LiveView,
 )
-from framewatch.detections.service import brief
+from framewatch.detections.service import brief, person_names
 from framewatch.models import Detection, Frame
 from framewatch.models.frame import FRAME_PROCESSED
 
@@ -36,6 +37,7 @@ class DetectionFilter:
     min_confidence: float | None = None
     since: datetime | None = None
     until: datetime | None = None
+    person_id: int | None = None
     # The cameras the caller's key may see; None: all.
     camera_scope: frozenset[str] | None = None
 
@@ -52,6 +54,8 @@ async def list_detections(
         query = query.where(Detection.camera_id == where.camera_id)
     if where.camera_scope is not None:
         query = query.where(Detection.camera_id.in_(sorted(where.camera_scope)))
+    if where.person_id is not None:
+        query = query.where(Detection.person_id == where.person_id)
     if where.types:
         query = query.where(Detection.type.in_(where.types))
     if where.label:
@@ -71,7 +75,9 @@ async def list_detections(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].detected_at, rows[-1].id)
-    return DetectionPage(items=[detection_out(row) for row in rows], next_cursor=next_cursor)
+    names = await person_names(session, rows)
+    return DetectionPage(items=[detection_out(row, names) for row in rows],
+                         next_cursor=next_cursor)
 
 
 async def get_detection(
@@ -81,7 +87,7 @@ async def get_detection(
     # Out of the key's scope looks exactly like absent: existence is not leaked.
     if row is None or (camera_scope is not None and row.camera_id not in camera_scope):
         raise NotFound(f"no detection with id {detection_id}")
-    return detection_out(row)
+    return detection_out(row, await person_names(session, [row]))
 
 
 async def live_view(
@@ -112,21 +118,22 @@ async def live_view(
             query = query.where(Detection.type.in_(types))
         for detection in await session.scalars(query.order_by(Detection.id)):
             by_frame[detection.frame_id].append(detection)
+    names = await person_names(session, [d for ds in by_frame.values() for d in ds])
     return LiveView(
         window_seconds=window_seconds,
         cameras=[
             LiveCamera(
                 camera_id=frame.camera_id, frame_id=frame.id, received_at=frame.received_at,
                 processed_at=frame.processed_at, provider=frame.provider_name,
-                detections=[brief(d) for d in by_frame[frame.id]],
+                detections=[brief(d, names) for d in by_frame[frame.id]],
             )
             for frame in frames
         ],
     )
 
 
-def detection_out(row: Detection) -> DetectionOut:
-    summary = brief(row)
+def detection_out(row: Detection, names: Mapping[int, str] | None = None) -> DetectionOut:
+    summary = brief(row, names)
     return DetectionOut(
         **summary.model_dump(), frame_id=row.frame_id, camera_id=row.camera_id,
         provider=row.provider_name, provider_id=row.provider_id, model=row.model,

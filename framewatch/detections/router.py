@@ -101,6 +101,7 @@ async def list_detections(
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
+    person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DetectionPage:
@@ -109,7 +110,7 @@ async def list_detections(
         principal.check_camera(camera_id)
     where = queries.DetectionFilter(
         camera_id=camera_id, types=service.parse_types(types), label=label,
-        min_confidence=min_confidence, since=since, until=until,
+        min_confidence=min_confidence, since=since, until=until, person_id=person_id,
         camera_scope=principal.camera_scope,
     )
     return await queries.list_detections(session, where, limit=limit, cursor=cursor)

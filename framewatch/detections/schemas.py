@@ -57,6 +57,13 @@ class BBox(BaseModel):
     y_max: float
 
 
+class PersonRef(BaseModel):
+    id: int
+    name: str | None = Field(description="Null when the person was deleted since.")
+    similarity: float | None = Field(description="1 − encoding distance (or the provider's "
+                                     "similarity when identified through a linked subject).")
+
+
 class DetectionBrief(BaseModel):
     id: int
     type: str
@@ -66,6 +73,7 @@ class DetectionBrief(BaseModel):
     bbox_norm: BBox = Field(description="As fractions 0..1 of the frame's width and height.")
     subject: str | None = None
     person_id: int | None = None
+    person: PersonRef | None = Field(default=None, description="Who the face is, if known.")
 
 
 class SendFrameResult(BaseModel):

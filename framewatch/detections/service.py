@@ -10,23 +10,33 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.cameras.service import get_camera
 from framewatch.core.database import utcnow
 from framewatch.core.errors import Conflict, ProviderRejected, ProviderUnavailable
-from framewatch.detections.schemas import BBox, DetectionBrief, FrameQueued, SendFrameResult
+from framewatch.detections.schemas import (
+    BBox,
+    DetectionBrief,
+    FrameQueued,
+    PersonRef,
+    SendFrameResult,
+)
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.frames.images import inspect_frame
 from framewatch.frames.storage import FrameStore
-from framewatch.models import Detection, DetectionProviderConfig, Frame
+from framewatch.models import Detection, DetectionProviderConfig, Frame, Person
 from framewatch.models.frame import FRAME_FAILED, FRAME_PROCESSED, FRAME_QUEUED
+from framewatch.persons.identify import identify_faces
 from framewatch.providers import breaker
 from framewatch.providers.base import (
+    FACE,
     FoundObject,
     FrameImage,
     ProviderError,
@@ -121,13 +131,15 @@ async def send_frame(
             frame_id=frame.id, queued=exc.retryable,
         ) from None
 
+    result = await identify_faces(runtime, spec, image, result)
     detections = await store_detections(session, frame, config, spec, image, result, types)
     await breaker.record_success(session, spec.name)
     await session.commit()
+    names = await person_names(session, detections)
     answer = SendFrameResult(
         frame_id=frame.id, camera_id=camera.id, provider=spec.name,
         processed_at=frame.processed_at or utcnow(), latency_ms=round(result.latency_ms, 2),
-        cached=False, detections=[brief(d) for d in detections],
+        cached=False, detections=[brief(d, names) for d in detections],
     )
     await runtime.cache.set(CACHE_KIND_FRAME, cache_key, answer.model_dump(mode="json"),
                             runtime.settings.live_ttl_seconds)
@@ -181,6 +193,17 @@ async def store_detections(
     stored = [d for d in detections if d is not None]
     session.add_all(stored)
     await session.flush()
+    for detection in stored:
+        if detection.person_id is not None:
+            record_event(
+                session, EventType.PERSON_IDENTIFIED,
+                f"person {detection.person_id} seen on camera {frame.camera_id!r}",
+                camera_id=frame.camera_id, frame_id=frame.id, detection_id=detection.id,
+                provider=spec.name, person_id=detection.person_id, detection_types=[FACE],
+                payload={"person_id": detection.person_id,
+                         "similarity": detection.person_similarity,
+                         "subject": detection.subject},
+            )
     counts = Counter(d.type for d in stored)
     record_event(
         session, EventType.FRAME_PROCESSED,
@@ -221,6 +244,7 @@ def _to_detection(
         x_max_norm=x_max / width, y_max_norm=y_max / height,
         face_encoding=encoding, encoding_model=found.encoding_model if encoding else None,
         subject=found.subject, attributes=dict(found.attributes),
+        person_id=found.person_id, person_similarity=found.person_similarity,
         detected_at=frame.seen_at, created_at=utcnow(),
     )
 
@@ -270,7 +294,13 @@ async def _keep_failed_frame(
     await session.commit()
 
 
-def brief(detection: Detection) -> DetectionBrief:
+def brief(detection: Detection, names: Mapping[int, str] | None = None) -> DetectionBrief:
+    """The API's view of a detection; `names` gives identified persons their names."""
+    person = None
+    if detection.person_id is not None:
+        person = PersonRef(id=detection.person_id,
+                           name=(names or {}).get(detection.person_id),
+                           similarity=detection.person_similarity)
     return DetectionBrief(
         id=detection.id, type=detection.type, label=detection.label,
         confidence=round(detection.confidence, 4),
@@ -278,5 +308,14 @@ def brief(detection: Detection) -> DetectionBrief:
                   x_max=detection.x_max, y_max=detection.y_max),
         bbox_norm=BBox(x_min=round(detection.x_min_norm, 5), y_min=round(detection.y_min_norm, 5),
                        x_max=round(detection.x_max_norm, 5), y_max=round(detection.y_max_norm, 5)),
-        subject=detection.subject, person_id=detection.person_id,
+        subject=detection.subject, person_id=detection.person_id, person=person,
     )
+
+
+async def person_names(session: AsyncSession, detections: Iterable[Detection]) -> dict[int, str]:
+    """The names of the persons these detections were identified as."""
+    ids = {d.person_id for d in detections if d.person_id is not None}
+    if not ids:
+        return {}
+    rows = await session.execute(select(Person.id, Person.name).where(Person.id.in_(ids)))
+    return {person_id: name for person_id, name in rows}

@@ -31,6 +31,7 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    person_id: int | None = None
     # The cameras the caller's key may see (then events of no camera are hidden); None: all.
     camera_scope: frozenset[str] | None = None
 
@@ -60,6 +61,8 @@ async def list_events(
         query = query.where(row.severity.in_(allowed))
     if where.provider:
         query = query.where(row.provider == where.provider)
+    if where.person_id is not None:
+        query = query.where(row.person_id == where.person_id)
     if where.detection_type:
         # Types are stored lower-case (as /detections?types= reads them); lower-casing here also
         # keeps SQLite, whose LIKE ignores ASCII case, and PostgreSQL in agreement.
@@ -87,7 +90,8 @@ async def list_events(
 def event_out(row: DetectionEventLog) -> EventOut:
     return EventOut(
         id=row.id, event_type=row.event_type, severity=row.severity, camera_id=row.camera_id,
-        frame_id=row.frame_id, detection_id=row.detection_id, provider=row.provider,
+        frame_id=row.frame_id, detection_id=row.detection_id, person_id=row.person_id,
+        provider=row.provider,
         detection_types=[t for t in (row.detection_types or "").split(",") if t],
         message=row.message, payload=row.payload or {}, actor=row.actor,
         created_at=row.created_at,

@@ -30,6 +30,7 @@ async def list_events(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the message.")] = None,
+    person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventPage:
@@ -42,6 +43,7 @@ async def list_events(
     where = queries.EventFilter(
         camera_id=camera_id, event_types=[e.value for e in event_type] if event_type else None,
         min_severity=severity, provider=provider, detection_type=detection_type,
-        since=since, until=until, text=q, camera_scope=principal.camera_scope,
+        since=since, until=until, text=q, person_id=person_id,
+        camera_scope=principal.camera_scope,
     )
     return await queries.list_events(session, where, limit=limit, cursor=cursor)

@@ -15,6 +15,7 @@ class EventOut(BaseModel):
     camera_id: str | None
     frame_id: int | None
     detection_id: int | None
+    person_id: int | None
     provider: str | None
     detection_types: list[str]
     message: str

@@ -45,6 +45,13 @@ class EventType(StrEnum):
     AUTH_DENIED = "auth.denied"
     ADMIN_FAILED = "admin.failed"
     BIOMETRICS_PURGED = "biometrics.purged"
+    SECRET_KEY_ROTATED = "secret_key.rotated"
+    PERSON_IDENTIFIED = "person.identified"
+    PERSON_CREATED = "person.created"
+    PERSON_UPDATED = "person.updated"
+    PERSON_DELETED = "person.deleted"
+    PERSON_FACE_ADDED = "person.face_added"
+    PERSON_FACE_REMOVED = "person.face_removed"
 
 
 def record_event(
@@ -57,6 +64,7 @@ def record_event(
     frame_id: int | None = None,
     detection_id: int | None = None,
     provider: str | None = None,
+    person_id: int | None = None,
     actor: str | None = None,
     payload: dict[str, Any] | None = None,
     detection_types: list[str] | None = None,
@@ -76,6 +84,7 @@ def record_event(
         frame_id=frame_id,
         detection_id=detection_id,
         provider=provider,
+        person_id=person_id,
         actor=actor,
         message=message,
         payload=payload,

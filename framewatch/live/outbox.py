@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ class Outbox:
 
     def __init__(self, publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
         self._publish = publish
+        # Names of identified persons, as this process knows them (set by the runtime).
+        self.person_names: Callable[[], Mapping[int, str]] = dict
         self._queue: asyncio.Queue[list[Outgoing]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -102,7 +104,7 @@ def outbox_session_class(outbox: Outbox) -> type[Session]:
     def send(session: Session) -> None:
         collected: _Collected | None = session.info.pop(_KEY, None)
         if collected is not None:
-            outbox.put(messages_for(collected))
+            outbox.put(messages_for(collected, outbox.person_names()))
 
     def forget(session: Session) -> None:
         session.info.pop(_KEY, None)
@@ -113,7 +115,7 @@ def outbox_session_class(outbox: Outbox) -> type[Session]:
     return OutboxSession
 
 
-def messages_for(collected: _Collected) -> list[Outgoing]:
+def messages_for(collected: _Collected, names: Mapping[int, str]) -> list[Outgoing]:
     from framewatch.detections.service import brief
 
     by_frame: dict[int, list[Detection]] = {}
@@ -130,7 +132,7 @@ def messages_for(collected: _Collected) -> list[Outgoing]:
             "height": frame.height,
             "seen_at": frame.seen_at.isoformat(),
             "processed_at": frame.processed_at.isoformat() if frame.processed_at else None,
-            "detections": [brief(d).model_dump(mode="json") for d in detections],
+            "detections": [brief(d, names).model_dump(mode="json") for d in detections],
         }))
     for event_row in collected.events:
         messages.append(Outgoing("event", event_row.camera_id, {"event": event_json(event_row)}))
@@ -145,6 +147,7 @@ def event_json(row: DetectionEventLog) -> dict[str, Any]:
         "camera_id": row.camera_id,
         "frame_id": row.frame_id,
         "detection_id": row.detection_id,
+        "person_id": row.person_id,
         "provider": row.provider,
         "message": row.message,
         "payload": row.payload,

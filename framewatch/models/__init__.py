@@ -6,6 +6,7 @@ from framewatch.models.camera import Camera
 from framewatch.models.detection import Detection
 from framewatch.models.event_log import DetectionEventLog
 from framewatch.models.frame import Frame
+from framewatch.models.person import GalleryVersion, Person, PersonFace, PersonSubject
 from framewatch.models.provider_config import DetectionProviderConfig
 from framewatch.models.provider_health import ProviderHealth
 from framewatch.models.queue_item import QueueItem
@@ -21,7 +22,11 @@ __all__ = [
     "DetectionProviderConfig",
     "DetectionStatsHourly",
     "Frame",
+    "GalleryVersion",
     "JobRun",
+    "Person",
+    "PersonFace",
+    "PersonSubject",
     "ProviderHealth",
     "ProviderStatsHourly",
     "QueueItem",

@@ -20,6 +20,8 @@ class Detection(Base):
         Index("ix_detections_type_time", "type", "detected_at", "id"),
         # The statistics roll-up finds the hours touched since its last run by insertion time.
         Index("ix_detections_created", "created_at"),
+        # A person's sightings, newest first.
+        Index("ix_detections_person_time", "person_id", "detected_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -52,7 +54,11 @@ class Detection(Base):
     # Identity as the provider named it, and the matched person (the identification issue
     # links the gallery).
     subject: Mapped[str | None] = mapped_column(String(200))
-    person_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # No foreign key (a constraint on this table would cost a table rebuild on SQLite): deleting
+    # a person clears it explicitly (framewatch.persons.service).
+    person_id: Mapped[int | None] = mapped_column(Integer)
+    # How close the face was to the person's registered faces (1 - distance), when matched.
+    person_similarity: Mapped[float | None] = mapped_column(Float)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # When the camera saw it (the frame's capture time, else its arrival).
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from framewatch.core.database import Base, BigIntId, UTCDateTime, utcnow
@@ -17,6 +17,7 @@ class DetectionEventLog(Base):
         Index("ix_events_time", "created_at", "id"),
         Index("ix_events_camera_time", "camera_id", "created_at", "id"),
         Index("ix_events_type_time", "event_type", "created_at", "id"),
+        Index("ix_events_person_time", "person_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -25,6 +26,8 @@ class DetectionEventLog(Base):
     camera_id: Mapped[str | None] = mapped_column(String(64))
     frame_id: Mapped[int | None] = mapped_column(BigInteger)
     detection_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The person the event is about (identification).
+    person_id: Mapped[int | None] = mapped_column(Integer)
     provider: Mapped[str | None] = mapped_column(String(100))
     # The detection types the event concerns, as ",face,person," (searchable with LIKE).
     detection_types: Mapped[str | None] = mapped_column(String(300))

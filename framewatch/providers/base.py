@@ -69,6 +69,9 @@ class FoundObject:
     subject: str | None = None
     subject_similarity: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The gallery's person this face was identified as (framewatch.persons.identify).
+    person_id: int | None = None
+    person_similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

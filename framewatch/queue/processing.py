@@ -18,6 +18,7 @@ from framewatch.core.errors import NotFound, ProviderUnavailable
 from framewatch.detections.service import store_detections
 from framewatch.models import Camera, DetectionProviderConfig, Frame, QueueItem
 from framewatch.models.frame import FRAME_PROCESSED
+from framewatch.persons.identify import identify_faces
 from framewatch.providers import breaker
 from framewatch.providers.base import FrameImage, ProviderError, ProviderResult, ProviderSpec
 from framewatch.providers.registry import build_provider
@@ -91,6 +92,7 @@ async def run_claimed_item(runtime: Runtime, item: QueueItem, worker_id: str) ->
         async with runtime.session_factory() as session:
             return await _fail(runtime, session, item, worker_id, exc.message, exc.retryable,
                                spec.name)
+    result = await identify_faces(runtime, spec, image, result)
     return await _finish(runtime, item, worker_id, config, spec, image, result)
 
 

@@ -11,7 +11,7 @@ from framewatch.auth.dependencies import DetectionsReader, QueueAdmin, StatsRead
 from framewatch.core.dependencies import RuntimeDep, Session
 from framewatch.core.errors import NotFound
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
-from framewatch.detections.service import brief
+from framewatch.detections.service import brief, person_names
 from framewatch.models import Detection
 from framewatch.models.queue_item import QUEUE_DONE
 from framewatch.queue import service
@@ -65,7 +65,9 @@ async def get_queue_item(
         detections = await session.scalars(
             select(Detection).where(Detection.frame_id == item.frame_id).order_by(Detection.id)
         )
-        answer.detections = [brief(d) for d in detections]
+        rows = list(detections)
+        names = await person_names(session, rows)
+        answer.detections = [brief(d, names) for d in rows]
     return answer
 
 

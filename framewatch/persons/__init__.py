@@ -1,0 +1,1 @@
+"""Persons: a gallery of known people, identification of faces, sightings."""
