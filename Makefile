@@ -27,10 +27,13 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-## run: install, migrate, and serve on http://127.0.0.1:8000 (SQLite under ./data, built-in detector)
+## run: install, migrate, and serve on http://127.0.0.1:8000 (SQLite under ./data, built-in detector),
+## with a demo camera `demo` fed from street-scene frames shipped with framewatch (docs/agent.md);
+## `FRAMEWATCH_DEMO=0 make run` serves without it.
+FRAMEWATCH_DEMO ?= 1
 run: install
 	$(BIN)/framewatch migrate
-	$(BIN)/framewatch serve
+	FRAMEWATCH_DEMO=$(FRAMEWATCH_DEMO) $(BIN)/framewatch serve
 
 ## test: lint, type-check and run the whole suite
 test: install-dev lint typecheck

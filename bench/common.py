@@ -27,7 +27,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FRAMEWATCH = str(BIN / "framewatch")
+# The framewatch command the benchmarks run (another build can be compared with
+# FRAMEWATCH_BENCH_COMMAND=/path/to/its/framewatch).
+FRAMEWATCH = os.environ.get("FRAMEWATCH_BENCH_COMMAND", str(BIN / "framewatch"))
 ADMIN_KEY = "fw_bench_admin_key_0123456789abcdef"
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/8"

@@ -10,6 +10,9 @@ process returns the very same bytes: the ceiling on this machine. Rounds alterna
     .venv/bin/python bench/live_endpoint.py --duration 30 --rounds 3
     .venv/bin/python bench/live_endpoint.py --profile /tmp/prof     # py-spy, where time goes
 
+(`--profile` needs py-spy in the venv or on PATH; wrk, when installed, is the load generator:
+`apt-get install wrk`; without it httpx clients in this process, which limit what is measured.)
+
 Targets: framewatch ≥ 70% of the ceiling's requests/s, and its p99 ≤ 2× the ceiling's. The live
 window is raised to an hour so that the 10 cameras stay in the view for the whole run (the view
 itself is still rebuilt from the database at every cache expiry, FRAMEWATCH_LIVE_TTL_SECONDS).
@@ -74,6 +77,7 @@ class Run:
     p99_ms: float
     cpu_ms_per_request: float
     misses: int | None = None  # live cache misses during the run (framewatch)
+    errors: int = 0  # requests wrk gave up on (socket errors, past its 10 s timeout)
 
     @property
     def rate(self) -> float:
@@ -90,11 +94,12 @@ def wrk(url: str, key: str, args: argparse.Namespace, duration: float, script: P
     if done.returncode or not lines:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     out = json.loads(lines[-1])
-    if out["errors"] or out["non_2xx"]:
-        raise RuntimeError(f"{out['errors']} socket errors and {out['non_2xx']} non-2xx "
-                           f"answers from {url}")
+    if out["non_2xx"]:
+        raise RuntimeError(f"{out['non_2xx']} non-2xx answers from {url}")
+    # Socket errors and timeouts are counted, not fatal: on an overloaded machine a few
+    # requests past wrk's timeout are a result to show, not a broken run.
     return Run(out["requests"], out["duration_us"] / 1e6, out["p50_us"] / 1000,
-               out["p99_us"] / 1000, 0.0)
+               out["p99_us"] / 1000, 0.0, errors=out["errors"])
 
 
 async def httpx_load(url: str, key: str, connections: int, duration: float) -> Run:
@@ -140,10 +145,10 @@ def measure(url: str, key: str, pid: int, args: argparse.Namespace, duration: fl
     return run
 
 
-# Where a request's time goes, by the first of these found in a sampled stack (`func@file`).
+# Where a request's time goes: the first of these found in a sampled stack (`;func@pkg/file.py`).
 CATEGORIES = [
-    ("auth: key looked up in the database (key cache expired)", ("check_key@",)),
-    ("live view rebuilt from the database (cache miss)", ("live_view@queries",)),
+    ("auth: key looked up in the database (key cache expired)", (";check_key@",)),
+    ("live view rebuilt from the database (cache miss)", (";live_view@",)),
     ("auth dependency (bearer, key hash, key cache, context)",
      ("require.<locals>.dependency", "_authorize@", "HTTPBearer")),
     ("rate limiter", ("RateLimiter.check@",)),
@@ -156,6 +161,10 @@ CATEGORIES = [
     ("response sending", ("RequestResponseCycle.send@",)),
     ("HTTP parsing (uvicorn)", ("data_received@",)),
     ("background jobs of serve", ("InProcessWorker", "run_job@")),
+    # Code run in tasks of its own (redis-py's timeouts wrap each call in one) has no request
+    # frames above it: counted by library.
+    ("Redis client (redis-py), in tasks of its own", ("@redis/",)),
+    ("SQLAlchemy / aiosqlite, in tasks or threads of their own", ("@sqlalchemy/", "@aiosqlite/")),
     ("middleware and ASGI plumbing", ("__call__@",)),
 ]
 
@@ -167,7 +176,10 @@ def profile(url: str, key: str, pid: int, args: argparse.Namespace, script: Path
     out = Path(args.profile) / f"live-{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     rate = 250
-    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+    spy_command = shutil.which("py-spy", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if spy_command is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    spy = subprocess.Popen([spy_command, "record", "--pid", str(pid), "--format", "raw",
                             "--rate", str(rate), "--gil", "--nonblocking", "--duration",
                             f"{args.duration:g}", "-o", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -190,9 +202,10 @@ def summarize_profile(path: Path, rate: float, requests: int) -> None:
             continue
         samples = int(count)
         total += samples
-        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('/', 1)[-1].split(':')[0]}"
+        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('(', 1)[-1].split(':')[0]}"
                   for frame in stack.split(";")]
-        joined = ";".join(frames)
+        joined = ";" + ";".join(frames)  # with paths: ";func@pkg/file.py;..."
+        frames = [f"{frame.split('@')[0]}@{frame.rsplit('/', 1)[-1]}" for frame in frames]
         category = next((name for name, marks in CATEGORIES
                          if any(mark in joined for mark in marks)), "event loop, other")
         by_category[category] += samples
@@ -250,6 +263,7 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
                               framewatch=name == "framewatch")
                 runs[name].append(run)
                 misses = f"  live cache misses {run.misses}" if run.misses is not None else ""
+                misses += f"  socket errors/timeouts {run.errors}" if run.errors else ""
                 print(f"  round {number + 1} {name:<10} {run.rate:8.0f} req/s  "
                       f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
                       f"CPU {run.cpu_ms_per_request:.3f} ms/req{misses}", flush=True)
@@ -258,6 +272,9 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
         report(backend, runs)
         if args.profile:
             profile(url, key, serve.pid, args, script, backend)
+    except Exception:
+        print(f"--- end of the server's log ---\n{serve.tail()}", file=sys.stderr)
+        raise
     finally:
         if ceiling is not None:
             ceiling.stop()

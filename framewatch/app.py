@@ -20,11 +20,15 @@ from framewatch.core.config import Settings
 from framewatch.core.headers import SecurityHeaders
 from framewatch.core.health import router as health_router
 from framewatch.core.http_errors import RequestLimits, install_error_handlers
+from framewatch.core.openapi import document_body_errors
 from framewatch.core.ratelimit import SEND_FRAME_PATH, RateLimitMiddleware
+from framewatch.dashboard import router as dashboard_router
 from framewatch.detections.router import router as detections_router
 from framewatch.events.router import router as events_router
 from framewatch.frames.router import router as frames_router
 from framewatch.live.ws import router as live_router
+from framewatch.observability.requests import RequestObservability
+from framewatch.observability.router import router as metrics_router
 from framewatch.persons.router import router as persons_router
 from framewatch.providers.router import router as providers_router
 from framewatch.providers.service import ensure_default_provider
@@ -34,6 +38,7 @@ from framewatch.queue.router import router as queue_router
 from framewatch.retention.router import router as retention_router
 from framewatch.runtime import Runtime
 from framewatch.stats.router import router as stats_router
+from framewatch.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("framewatch")
 
@@ -84,14 +89,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         app.state.admin_key = bootstrap
         await runtime.live.start()
+        runtime.mqtt.start()  # connects in the background; a no-op without FRAMEWATCH_MQTT_URL
         worker = start_inprocess_worker(runtime)
         # Load the detector's weights now, off the event loop, not on the first frame.
         warm_up = asyncio.create_task(runtime.warm_up_detector_if_used())
+        demo = None
         try:
+            if settings.demo:  # `make run`: a camera fed from frames shipped with framewatch
+                from framewatch.agent.demo import start_demo_camera
+
+                demo = await start_demo_camera(app, runtime.session_factory)
             yield
         finally:
+            if demo is not None:
+                await demo.stop()
             if worker is not None:
-                await worker.stop()
+                await worker.stop(settings.shutdown_grace_seconds)
             await warm_up
             await runtime.close()
 
@@ -102,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_body_errors(app)  # RequestLimits' 413 and 415, on every operation with a body
     app.add_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
                        max_json_bytes=settings.max_json_bytes, image_paths=IMAGE_PATHS)
     # Added last, so it runs first: a refused request costs no body read.
@@ -113,10 +127,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"], max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+    # Outermost: the request id and the timing cover everything, refusals included.
+    app.add_middleware(RequestObservability)
     # The queue, events, statistics and WebSocket routes share the /api/v1/detections prefix
     # and must match before `/detections/{detection_id}`.
     for router in (health_router, queue_router, events_router, stats_router, live_router,
                    detections_router, providers_router, cameras_router, frames_router,
-                   keys_router, retention_router, persons_router):
+                   keys_router, retention_router, persons_router, metrics_router,
+                   webhooks_router):
         app.include_router(router)
+    # The dashboard's page and static files: public, not API routes (framewatch/dashboard).
+    app.router.routes.extend(dashboard_router.routes)
     return app

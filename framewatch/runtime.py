@@ -23,6 +23,9 @@ from framewatch.live.bus import create_log
 from framewatch.live.cache import LiveCache, create_cache
 from framewatch.live.feed import LiveFeed
 from framewatch.live.outbox import outbox_session_class
+from framewatch.mqtt.metrics import mqtt_metrics
+from framewatch.mqtt.publisher import MqttPublisher
+from framewatch.observability.metrics import Metrics, cache_metrics, websocket_metrics
 from framewatch.persons.crops import FaceStore
 from framewatch.persons.index import GalleryIndex
 from framewatch.providers.base import ProviderDeps
@@ -30,6 +33,9 @@ from framewatch.providers.breaker import BreakerPolicy
 from framewatch.providers.urls import ProviderAddressPolicy
 from framewatch.queue.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from framewatch.queue.service import QueuePolicy, RetryPolicy
+from framewatch.webhooks.capture import CaptureOptions
+from framewatch.webhooks.capture import install as capture_committed
+from framewatch.webhooks.runner import WebhookState
 
 
 @functools.lru_cache(maxsize=2)
@@ -56,7 +62,11 @@ class Runtime:
     rate_limiter: RateLimiter
     key_cache: KeyCache
     gallery: GalleryIndex
+    metrics: Metrics
     provider_policy: ProviderAddressPolicy
+    # Webhooks and MQTT (framewatch/webhooks, framewatch/mqtt).
+    webhooks: WebhookState
+    mqtt: MqttPublisher
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -76,15 +86,27 @@ class Runtime:
 
         cache = create_cache(settings.redis_url)
         live = LiveFeed(create_log(settings.redis_url, settings.ws_replay_messages), cache)
-        sessions = create_session_factory(engine, outbox_session_class(live.outbox))
+        session_class = outbox_session_class(live.outbox)
+        sessions = create_session_factory(engine, session_class)
         gallery = GalleryIndex(sessions, settings.face_match_threshold,
                                settings.gallery_check_seconds)
         live.outbox.person_names = gallery.known_names
+        # Committed detections and events become webhook deliveries (same transaction) and
+        # MQTT messages (after the commit).
+        mqtt_publisher = MqttPublisher(settings)
+        capture_committed(session_class, CaptureOptions(
+            max_attempts=lambda: settings.webhook_max_attempts,
+            person_names=gallery.known_names,
+            after_commit=mqtt_publisher.offer if mqtt_publisher.enabled else None,
+        ))
+        metrics = _metrics(cache, live)
+        metrics.watch(mqtt_metrics(mqtt_publisher.stats))
         return cls(
             settings=settings,
             engine=engine,
             session_factory=sessions,
             gallery=gallery,
+            metrics=metrics,
             secret_box=load_secret_box(settings),
             http_client=http_client,
             cache=cache,
@@ -103,6 +125,8 @@ class Runtime:
                 redispatch_after=timedelta(seconds=settings.queue_redispatch_seconds),
             ),
             provider_policy=provider_policy,
+            webhooks=WebhookState.from_settings(settings),
+            mqtt=mqtt_publisher,
             key_cache=KeyCache(settings.auth_cache_seconds),
             rate_limiter=create_rate_limiter(settings.redis_url, _rate_limits(settings)),
             breaker_policy=BreakerPolicy(
@@ -148,6 +172,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.live.close()
+        await asyncio.to_thread(self.mqtt.close)
+        await self.webhooks.close()
         await self.rate_limiter.close()
         await self.http_client.aclose()
         await self.cache.backend.close()
@@ -170,3 +196,10 @@ def _rate_limits(settings: Settings) -> RateLimits:
         send_frame=limit(settings.rate_limit_send_frame_per_minute, burst),
         auth_failures=limit(settings.rate_limit_auth_failures_per_minute, burst),
     )
+
+
+def _metrics(cache: LiveCache, live: LiveFeed) -> Metrics:
+    metrics = Metrics()
+    metrics.watch(cache_metrics(cache.stats))
+    metrics.watch(websocket_metrics(live.stats))
+    return metrics

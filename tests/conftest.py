@@ -26,7 +26,8 @@ AMQP_ENV = "FRAMEWATCH_TEST_AMQP_URL"
 TABLES = ("detections", "detection_processing_queue", "frames", "cameras",
           "detection_provider_configs", "detection_event_logs", "api_keys", "provider_health",
           "queue_workers", "detection_stats_hourly", "provider_stats_hourly", "job_runs",
-          "persons", "person_faces", "person_subjects", "gallery_version")
+          "persons", "person_faces", "person_subjects", "gallery_version",
+          "webhook_subscriptions", "webhook_deliveries")
 
 
 def pytest_report_header() -> list[str]:

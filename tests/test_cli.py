@@ -215,8 +215,10 @@ HELP: dict[tuple[str, ...], list[str]] = {
                          "--expires-in-days", "--camera"],
     ("keys", "list"): ["never their secrets"],
     ("keys", "revoke"): ["Revoke key KEY_ID"],
-    ("worker",): ["Celery worker", "FRAMEWATCH_BROKER_URL", "--concurrency",
+    ("worker",): ["Celery worker", "FRAMEWATCH_BROKER_URL", "--metrics-port", "--concurrency",
                   "FRAMEWATCH_WORKER_CONCURRENCY", "--pool"],
+    ("agent",): ["Send camera frames to the API", "--config", "--camera-id", "--source",
+                 "--fps", "--change-threshold", "Retry-After"],
     ("beat",): ["periodic jobs", "exactly one", "FRAMEWATCH_QUEUE_SWEEP_SECONDS"],
     ("queue",): ["processing queue", "stats", "retry-dead"],
     ("queue", "stats"): ["queue statistics", "JSON"],
@@ -455,7 +457,11 @@ def test_keys_and_a_running_server(env: dict[str, str], migrated: Path, tmp_path
 
         assert succeeds(env, "keys", "revoke", "2") == "key 2 revoked\n"
         refused(env, "keys", "revoke", "99", message="Error: no API key with id 99")
-        revoked = get_cameras(url, viewer_key)
+        # The server trusts a key it checked for FRAMEWATCH_AUTH_CACHE_SECONDS (2 s).
+        deadline = time.monotonic() + 10
+        while (revoked := get_cameras(url, viewer_key)).status_code == 200:
+            assert time.monotonic() < deadline, "the revoked key still works after 10 s"
+            time.sleep(0.1)
         assert revoked.status_code == 401
         assert revoked.json()["error"] == "unauthorized"
         assert get_cameras(url, operator_key).status_code == 200

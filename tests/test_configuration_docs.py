@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 import pytest
@@ -63,6 +63,8 @@ def expected_type(info: FieldInfo) -> str:
 
     `integer, 1–65535` (both inclusive), `integer, ≥ 1024`, `number, > 0 and ≤ 60`.
     """
+    if get_origin(info.annotation) is Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in get_args(info.annotation))
     types = [t for t in get_args(info.annotation) if t is not type(None)] or [info.annotation]
     assert len(types) == 1, f"no doc type for {info.annotation}"
     base = TYPE_NAMES[types[0]]

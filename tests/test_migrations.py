@@ -15,6 +15,7 @@ EXPECTED_TABLES = {
     "detection_processing_queue", "detection_provider_configs", "detections", "frames",
     "detection_stats_hourly", "job_runs", "provider_health", "provider_stats_hourly",
     "queue_workers", "persons", "person_faces", "person_subjects", "gallery_version",
+    "webhook_subscriptions", "webhook_deliveries",
 }
 
 

@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from framewatch.auth.permissions import Permission
+from framewatch.auth.permissions import UNSCOPED_ONLY, Permission
 from framewatch.auth.service import KeyCheck, Principal, check_key, hash_key
 from framewatch.core.context import RequestContext, current_request
 from framewatch.core.dependencies import get_runtime
@@ -120,6 +120,18 @@ async def _authorize(
             f"{principal.role.value} role does not have",
             required_permission=permission.value,
         )
+    if permission in UNSCOPED_ONLY and principal.camera_scope is not None:
+        await audit_refusal(
+            runtime, EventType.AUTH_DENIED,
+            f"key {principal.name!r} is limited to cameras: no {permission.value} for "
+            f"{request.url.path}",
+            {**where, "key_name": principal.name, "role": principal.role.value,
+             "permission": permission.value, "reason": "camera_scope", "outcome": "denied"},
+        )
+        raise Forbidden(
+            f"{permission.value} reaches every camera: it needs a key not limited to cameras",
+            required_permission=permission.value, reason="camera_scope",
+        )
     return principal
 
 
@@ -137,3 +149,4 @@ KeysAdmin = Annotated[Principal, Depends(require(Permission.KEYS_ADMIN))]
 PersonsReader = Annotated[Principal, Depends(require(Permission.PERSONS_READ))]
 PersonsAdmin = Annotated[Principal, Depends(require(Permission.PERSONS_ADMIN))]
 RetentionAdmin = Annotated[Principal, Depends(require(Permission.RETENTION_ADMIN))]
+WebhooksAdmin = Annotated[Principal, Depends(require(Permission.WEBHOOKS_ADMIN))]

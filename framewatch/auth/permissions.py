@@ -24,6 +24,7 @@ class Permission(StrEnum):
     PERSONS_READ = "persons:read"
     PERSONS_ADMIN = "persons:admin"
     RETENTION_ADMIN = "retention:admin"
+    WEBHOOKS_ADMIN = "webhooks:admin"
 
 
 _READ = frozenset({
@@ -56,3 +57,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: _READ | {Permission.FRAMES_WRITE},
     Role.ADMIN: frozenset(Permission),
 }
+
+# Powers over what every camera shares. With them a key limited to some cameras could reach the
+# others — mint or rotate a key of every camera, point the default provider (which gets every
+# camera's frames) at its own server, read and apply every camera's retention — so they need a
+# key that is not limited to cameras.
+UNSCOPED_ONLY = frozenset({Permission.KEYS_ADMIN, Permission.PROVIDERS_ADMIN,
+                           Permission.RETENTION_ADMIN,
+                           # A webhook can receive every camera's detections.
+                           Permission.WEBHOOKS_ADMIN})

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from framewatch.auth.permissions import Role
 from framewatch.cameras.schemas import CameraId
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Stored in UTC: a time whose UTC date falls outside years 1-9999 cannot be (422, not 500).
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+Expiry = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 CameraScope = Annotated[
     list[CameraId] | None,
@@ -20,7 +31,7 @@ class KeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.@ -]+$")
     role: Role
-    expires_at: AwareDatetime | None = None
+    expires_at: Expiry | None = None
     camera_ids: CameraScope = None
 
 
@@ -29,7 +40,7 @@ class KeyPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    expires_at: AwareDatetime | None = None
+    expires_at: Expiry | None = None
     camera_ids: CameraScope = None
 
 

@@ -163,15 +163,16 @@ def keys_revoke(key_id: int) -> None:
 
 @click.group("secret-key")
 def secret_key() -> None:
-    """Manage the key that encrypts provider API keys at rest."""
+    """Manage the key that encrypts provider API keys (and webhook secrets) at rest."""
 
 
 @secret_key.command("rotate")
 @click.option("--new-key", default=None,
               help="The new secret (a Fernet key or any passphrase); default: a new random key.")
-@click.confirmation_option(prompt="Re-encrypt every stored provider API key with a new key?")
+@click.confirmation_option(prompt="Re-encrypt every stored provider API key and webhook secret "
+                                  "with a new key?")
 def secret_key_rotate(new_key: str | None) -> None:
-    """Re-encrypt every provider API key with a new secret key.
+    """Re-encrypt every provider API key and webhook secret with a new secret key.
 
     When the key lives in <data_dir>/secret.key (FRAMEWATCH_SECRET_KEY unset) the file is
     replaced; otherwise the new key is printed: put it in FRAMEWATCH_SECRET_KEY and restart
@@ -184,9 +185,10 @@ def secret_key_rotate(new_key: str | None) -> None:
     settings = load_settings()
     new_secret = new_key or Fernet.generate_key().decode()
     old_box = load_secret_box(settings)
-    count = run_with_settings(lambda s: with_session(
+    counts = run_with_settings(lambda s: with_session(
         s, lambda db: rotate_secrets(db, old_box, new_secret, settings, actor="cli")))
-    click.echo(f"{count} provider API keys re-encrypted")
+    click.echo(f"{counts['providers']} provider API keys and {counts['webhooks']} webhook "
+               "secrets re-encrypted")
     if settings.secret_key is None:
         click.echo(f"the new key is in {settings.data_dir / SECRET_KEY_FILE}; restart every "
                    "framewatch process")

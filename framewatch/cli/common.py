@@ -105,7 +105,7 @@ async def check_database(settings: Settings, engine: AsyncEngine) -> None:
 
 def serve_app(app: Any, host: str, port: int, log_level: str,
               announce: Callable[[str], None], ws_ping_seconds: float = 20.0,
-              trusted_proxies: str = "127.0.0.1") -> None:
+              trusted_proxies: str = "127.0.0.1", grace_seconds: float = 30.0) -> None:
     """Run `app` with uvicorn; `announce(url)` once the app has started and the port is bound."""
     import uvicorn
 
@@ -115,11 +115,24 @@ def serve_app(app: Any, host: str, port: int, log_level: str,
             if self.started:
                 announce(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Close our WebSockets ourselves, with a reason, before uvicorn drops the
+            # connections it still holds; then open requests get `grace_seconds`.
+            runtime = getattr(getattr(app, "state", None), "runtime", None)
+            if runtime is not None:
+                await runtime.live.hub.close_all(within=min(grace_seconds, 5.0))
+            await super().shutdown(sockets)
+
     # uvicorn pings every WebSocket client and drops those that do not answer in time.
-    server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+    # log_config=None: uvicorn's records go through framewatch's own logging set-up.
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
                                    ws_ping_interval=ws_ping_seconds,
                                    ws_ping_timeout=ws_ping_seconds,
-                                   proxy_headers=True, forwarded_allow_ips=trusted_proxies))
+                                   proxy_headers=True, forwarded_allow_ips=trusted_proxies,
+                                   # SIGTERM: open requests get this long; WebSockets are closed
+                                   # first, with 1012 ("service restart") and a reason, so
+                                   # clients reconnect elsewhere.
+                                   timeout_graceful_shutdown=round(grace_seconds)))
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+from pathlib import Path
 
 import click
 
@@ -24,6 +26,19 @@ NO_BROKER = (
 )
 
 
+def serve_worker_metrics(folder: Path, host: str, port: int) -> None:
+    """Multiprocess Prometheus metrics for a prefork worker (see framewatch/observability)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    click.echo(f"worker metrics on http://{host}:{port}/metrics")
+
+
 def _celery_settings() -> Settings:
     settings = load_settings()
     if not settings.broker_url:
@@ -37,15 +52,25 @@ def _celery_settings() -> Settings:
               help="Worker processes [default: FRAMEWATCH_WORKER_CONCURRENCY].")
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
               show_default=True, help="Celery execution pool.")
-def worker(concurrency: int | None, pool: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics of the worker and its pool processes on this port "
+              "(on FRAMEWATCH_HOST).")
+def worker(concurrency: int | None, pool: str, metrics_port: int | None) -> None:
     """Run a Celery worker: queue items and on-demand tasks (needs FRAMEWATCH_BROKER_URL).
 
     Tasks are acknowledged after they ran and each process reserves one message at a time;
-    run as many workers, on as many machines, as the load needs.
+    run as many workers, on as many machines, as the load needs. SIGTERM lets running tasks
+    finish first.
     """
+    settings = _celery_settings()
+    if metrics_port is not None:
+        # Before anything imports prometheus_client: the pool processes then write their metrics
+        # to files in this folder, which the main process serves, aggregated.
+        serve_worker_metrics(settings.data_dir / f"metrics-{os.getpid()}", settings.host,
+                             metrics_port)
+
     from framewatch.queue.celery_app import QUEUE_NAME, create_celery
 
-    settings = _celery_settings()
     app = create_celery(settings)
     app.worker_main([
         "worker",

@@ -49,7 +49,7 @@ def serve(host: str | None, port: int | None, run_migrations: bool) -> None:
             click.echo(f"admin API key: {bootstrap.key}  (from {bootstrap.source})")
 
     serve_app(app, host, port, settings.log_level.lower(), announce, settings.ws_ping_seconds,
-              settings.trusted_proxies)
+              settings.trusted_proxies, settings.shutdown_grace_seconds)
 
 
 @click.command("migrate")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -268,12 +269,103 @@ class Settings(BaseSettings):
         description="Comma-separated origins (e.g. `https://ops.example.com`) whose browser "
         "pages may call the API. Unset: same origin only.",
     )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, le=600,
+        description="On SIGTERM, how long in-flight requests and queue items may take to "
+        "finish before the process stops (unfinished items are handed back to the queue).",
+    )
+    # --- Webhooks and MQTT (framewatch/webhooks, framewatch/mqtt; docs/webhooks.md) ---
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100,
+        description="Delivery attempts a webhook message gets before it is dead-lettered.",
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=10.0, ge=0,
+        description="First retry delay of a failed webhook delivery; it doubles with each "
+        "attempt (with jitter).",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, ge=0, description="Longest retry delay of a webhook delivery."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="How long a webhook receiver has to answer one delivery.",
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0, gt=0, le=60,
+        description="Interval of the webhook delivery job (`deliver_webhooks`): how often due "
+        "deliveries are looked for.",
+    )
+    webhook_retention_days: int = Field(
+        default=7, ge=0,
+        description="Delete delivered and dead webhook deliveries older than this; 0 keeps "
+        "them forever.",
+    )
+    mqtt_url: str | None = Field(
+        default=None,
+        description="MQTT broker that detections and events are published to, e.g. "
+        "`mqtt://127.0.0.1:1883` (`mqtts://` for TLS, `mqtt://user:password@host` to log in). "
+        "Unset: no MQTT.",
+    )
+    mqtt_topic_prefix: str = Field(
+        default="framewatch",
+        description="First level of every MQTT topic (`<prefix>/<camera>/<type>`).",
+    )
+    mqtt_buffer_messages: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="MQTT messages kept while the broker is unreachable; beyond this the "
+        "oldest are dropped (counted and logged).",
+    )
+    mqtt_retain_last_seen: bool = Field(
+        default=True,
+        description="Retain the `<prefix>/<camera>/state` and "
+        "`<prefix>/<camera>/<type>/last_seen` topics, so that a client that subscribes later "
+        "receives the latest at once.",
+    )
+    mqtt_event_types: str = Field(
+        default="person.identified,provider.down,provider.recovered,queue.dead_letter,"
+        "webhook.dead_letter",
+        description="Comma-separated event types published to `<prefix>/events/<type>`; "
+        "empty: none.",
+    )
+    mqtt_discovery_prefix: str | None = Field(
+        default=None,
+        description="Home Assistant MQTT discovery prefix (usually `homeassistant`): set, a "
+        "binary sensor per camera and detection type is announced. Unset: no discovery.",
+    )
+    # --- end of webhooks and MQTT ---
+    # --- the demo camera (framewatch/agent/demo.py) ---
+    demo: bool = Field(
+        default=False,
+        description="Run a demo camera inside `framewatch serve`: camera `demo` (created if "
+        "missing) is fed the street-scene frames shipped with framewatch, at 2 fps, through the "
+        "camera agent with an `agent` key the server makes at each start. `make run` turns it "
+        "on.",
+    )
+    # --- end of the demo camera ---
     log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` for people, `json` for one JSON object per line (log pipelines); "
+        "both carry the request id.",
+    )
 
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or any(c in value for c in "+#\x00"):
+            raise ValueError("an MQTT topic prefix must be non-empty, without + # or NUL")
+        return value
+
+    @property
+    def mqtt_event_type_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.mqtt_event_types.split(",") if t.strip())
 
     @cached_property
     def resolved_database_url(self) -> str:

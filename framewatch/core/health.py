@@ -8,17 +8,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from framewatch.core.dependencies import RuntimeDep
+from framewatch.core.openapi import RATE_LIMITED
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=RATE_LIMITED)
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable."}})
+@router.get("/readyz", responses={503: {"description": "A dependency is unreachable."},
+                                   **RATE_LIMITED})
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """The database answers, and Redis too when it is configured."""
     checks: dict[str, str] = {}

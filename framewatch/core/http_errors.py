@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ _HTTP_CODES = {
     405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "request_too_large",
     415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
 }
+# What FastAPI raises (as a 400) when a JSON body cannot even be decoded.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -57,6 +60,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        # FastAPI answers a JSON body that does not parse with 422, except when the bytes are
+        # not UTF-8 or nest too deep: those are invalid JSON too, and answered the same way.
+        return error_response(
+            422, "validation_error", "body: the body is not valid JSON (UTF-8)",
+            {"fields": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]},
+        )
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail))
 
@@ -107,20 +117,30 @@ class RequestLimits:
             )
             await response(scope, receive, send)
             return
-        received = 0
+        received, too_large, started = 0, False, False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # FastAPI turns an error while reading the body into its own answer (400, or 422 as
+            # invalid JSON): a body cut short for its size is answered 413 instead.
+            if too_large and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with suppress(_BodyTooLarge):  # raised by limited_receive; answered just below
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not started:
             await self._refuse(scope, receive, send, limit)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import parse_qs
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -192,10 +193,14 @@ class RateLimiter:
         return await self.buckets.take([(name, lim) for name, lim in checks if lim is not None])
 
     async def failed_authentication(self, address: str) -> float:
-        """Count a failed authentication from `address`; the wait once it made too many."""
-        if self.limits.auth_failures is None:
+        """Count a failed authentication from `address`; the wait once its budget of
+        `FRAMEWATCH_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE` is spent. The budget refills at that
+        rate and may be spent at once (the burst setting shapes request rates, not this)."""
+        failures = self.limits.auth_failures
+        if failures is None:
             return 0.0
-        return await self.buckets.take([(f"authfail:{address}", self.limits.auth_failures)])
+        per_minute = Limit(failures.per_minute, burst=failures.per_minute)
+        return await self.buckets.take([(f"authfail:{address}", per_minute)])
 
     async def close(self) -> None:
         await self.buckets.close()
@@ -216,7 +221,5 @@ def create_rate_limiter(
 
 
 def _query_token(scope: Scope) -> str | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("token")
     return f"Bearer {values[0]}" if values else None

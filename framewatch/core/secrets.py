@@ -97,14 +97,15 @@ def mask(secret: str) -> str:
 async def rotate_secrets(
     session: AsyncSession, old: SecretBox, new_secret: str, settings: Settings,
     *, actor: str | None,
-) -> int:
-    """Re-encrypt every provider API key from `old` to `new_secret` (commits). When the key
-    lives in the data dir, the new one is written beside it first and swapped in only after the
-    database commit, so that a crash at any point leaves a key that opens what is stored."""
+) -> dict[str, int]:
+    """Re-encrypt every provider API key and webhook secret from `old` to `new_secret` (commits);
+    how many of each. When the key lives in the data dir, the new one is written beside it first
+    and swapped in only after the database commit, so that a crash at any point leaves a key that
+    opens what is stored."""
     from sqlalchemy import select
 
     from framewatch.events.service import EventType, record_event
-    from framewatch.models import DetectionProviderConfig
+    from framewatch.models import DetectionProviderConfig, WebhookSubscription
 
     new = SecretBox(fernet_key_from(new_secret))
     pending = settings.data_dir / (SECRET_KEY_FILE + ".new")
@@ -116,10 +117,14 @@ async def rotate_secrets(
     for config in configs:
         assert config.api_key_encrypted is not None
         config.api_key_encrypted = new.encrypt(old.decrypt(config.api_key_encrypted))
+    webhooks = list(await session.scalars(select(WebhookSubscription)))
+    for webhook in webhooks:
+        webhook.secret_encrypted = new.encrypt(old.decrypt(webhook.secret_encrypted))
+    counts = {"providers": len(configs), "webhooks": len(webhooks)}
     record_event(session, EventType.SECRET_KEY_ROTATED,
-                 f"secret key rotated; {len(configs)} provider API keys re-encrypted",
-                 actor=actor, payload={"providers": len(configs)})
+                 f"secret key rotated; {len(configs)} provider API keys and {len(webhooks)} "
+                 "webhook secrets re-encrypted", actor=actor, payload=dict(counts))
     await session.commit()
     if settings.secret_key is None:
         os.replace(pending, settings.data_dir / SECRET_KEY_FILE)
-    return len(configs)
+    return counts

@@ -74,7 +74,7 @@ async def send_frame(
     return answer
 
 
-@router.get("/live", response_model=LiveView, responses=AUTH_ERRORS)
+@router.get("/live", response_model=LiveView, responses={**AUTH_ERRORS, **error_responses(400)})
 async def live(
     session: Session,
     runtime: RuntimeDep,

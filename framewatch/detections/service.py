@@ -33,6 +33,7 @@ from framewatch.frames.images import inspect_frame
 from framewatch.frames.storage import FrameStore
 from framewatch.models import Detection, DetectionProviderConfig, Frame, Person
 from framewatch.models.frame import FRAME_FAILED, FRAME_PROCESSED, FRAME_QUEUED
+from framewatch.observability.metrics import record_failed, record_processed
 from framewatch.persons.identify import identify_faces
 from framewatch.providers import breaker
 from framewatch.providers.base import (
@@ -89,6 +90,7 @@ async def send_frame(
     camera = await get_camera(session, submission.camera_id)
     if not camera.enabled:
         raise Conflict(f"camera {camera.id!r} is disabled", camera_id=camera.id)
+    runtime.metrics.frames_received.labels(camera.id).inc()
     config, spec = await resolve_provider(session, camera, runtime.secret_box, runtime.settings)
     types = submission.detection_types or sorted(spec.detection_types)
     sha256 = hashlib.sha256(image.data).hexdigest()
@@ -124,6 +126,7 @@ async def send_frame(
     try:
         result = await build_provider(spec, runtime.provider_deps).detect(image, frozenset(types))
     except ProviderError as exc:
+        record_failed(runtime.metrics, camera.id, spec.name, exc.retryable)
         await _keep_failed_frame(session, runtime, frame, spec, types, exc)
         error_class = ProviderUnavailable if exc.retryable else ProviderRejected
         raise error_class(
@@ -135,6 +138,8 @@ async def send_frame(
     detections = await store_detections(session, frame, config, spec, image, result, types)
     await breaker.record_success(session, spec.name)
     await session.commit()
+    record_processed(runtime.metrics, camera.id, spec.name, result.latency_ms,
+                     (d.type for d in detections))
     names = await person_names(session, detections)
     answer = SendFrameResult(
         frame_id=frame.id, camera_id=camera.id, provider=spec.name,
@@ -207,7 +212,8 @@ async def store_detections(
     counts = Counter(d.type for d in stored)
     record_event(
         session, EventType.FRAME_PROCESSED,
-        f"{len(stored)} detections on camera {frame.camera_id!r} by {spec.name}",
+        f"{len(stored)} detection{'' if len(stored) == 1 else 's'} on camera "
+        f"{frame.camera_id!r} by {spec.name}",
         camera_id=frame.camera_id, provider=spec.name, frame_id=frame.id,
         payload={"counts": dict(counts), "latency_ms": round(result.latency_ms, 2),
                  "attempts": result.attempts, "model": result.model},

@@ -52,6 +52,12 @@ class EventType(StrEnum):
     PERSON_DELETED = "person.deleted"
     PERSON_FACE_ADDED = "person.face_added"
     PERSON_FACE_REMOVED = "person.face_removed"
+    # Webhooks (framewatch/webhooks).
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
+    WEBHOOK_DEAD_LETTER = "webhook.dead_letter"
 
 
 def record_event(
@@ -70,7 +76,8 @@ def record_event(
     detection_types: list[str] | None = None,
 ) -> DetectionEventLog:
     """Add an event to the session; it is committed with the caller's transaction."""
-    payload = payload or {}
+    payload = _storable(payload or {})
+    message = _storable(message)
     if detection_types is None and isinstance(payload.get("counts"), dict):
         detection_types = [kind for kind, count in payload["counts"].items() if count]
     context = current_request.get()
@@ -80,14 +87,32 @@ def record_event(
         detection_types=f",{','.join(sorted(detection_types))}," if detection_types else None,
         event_type=event_type.value,
         severity=severity.value,
-        camera_id=camera_id,
+        camera_id=_no_nul(camera_id),
         frame_id=frame_id,
         detection_id=detection_id,
-        provider=provider,
+        provider=_no_nul(provider),
         person_id=person_id,
-        actor=actor,
-        message=message,
+        actor=_no_nul(actor),
+        message=_no_nul(message),
         payload=payload,
     )
     session.add(event)
     return event
+
+
+def _no_nul(text: str | None) -> str | None:
+    # A message may quote a request's path, which may hold a NUL: PostgreSQL refuses one in text
+    # (the JSON payload keeps it, escaped).
+    return text.replace("\x00", "\\x00") if text is not None else None
+
+
+def _storable(value: Any) -> Any:
+    """`value` without NUL characters, which PostgreSQL cannot store in text or JSON (an event
+    may quote a hostile request: it must still be written)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\0")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value

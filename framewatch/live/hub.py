@@ -9,6 +9,7 @@ never makes delivery to the others wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class Client:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     outbox: asyncio.Queue[str] = field(init=False)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the server shuts down: the endpoint closes the connection with a reason.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     # While a replay is being sent, live messages wait here (then only newer ones go out);
     # no more than `buffer` of them, like the outbox.
@@ -147,12 +150,27 @@ class Hub:
         self.messages_dropped = 0
         self.clients_dropped = 0
         self._ids = itertools.count(1)
+        self._emptied = asyncio.Event()
 
     def add(self, client: Client) -> None:
         self.clients.add(client)
+        self._emptied.clear()
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
+        if not self.clients:
+            self._emptied.set()
+
+    async def close_all(self, within: float) -> int:
+        """Ask every connection to close (the server is shutting down) and wait, at most
+        `within` seconds, until they have; returns how many were open."""
+        open_clients = len(self.clients)
+        for client in list(self.clients):
+            client.stopping.set()
+        if self.clients:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), within)
+        return open_clients
 
     def next_subscription_id(self) -> str:
         return f"s{next(self._ids)}"

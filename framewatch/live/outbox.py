@@ -34,7 +34,7 @@ class Outgoing:
 
 
 @dataclass
-class _Collected:
+class Collected:
     frames: dict[int, Frame] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
     events: list[DetectionEventLog] = field(default_factory=list)
@@ -87,22 +87,10 @@ def outbox_session_class(outbox: Outbox) -> type[Session]:
         """A session whose commits feed the live stream."""
 
     def collect(session: Session, _: UOWTransaction) -> None:
-        collected: _Collected = session.info.setdefault(_KEY, _Collected())
-        for obj in session.new:
-            if isinstance(obj, Detection):
-                collected.detections.append(obj)
-            elif isinstance(obj, DetectionEventLog):
-                collected.events.append(obj)
-        for obj in session.new:
-            if isinstance(obj, Frame) and obj.status == FRAME_PROCESSED:
-                collected.frames[id(obj)] = obj
-        for obj in session.dirty:
-            if (isinstance(obj, Frame) and obj.status == FRAME_PROCESSED
-                    and inspect(obj).attrs.status.history.has_changes()):
-                collected.frames[id(obj)] = obj
+        collect_flushed(session, session.info.setdefault(_KEY, Collected()))
 
     def send(session: Session) -> None:
-        collected: _Collected | None = session.info.pop(_KEY, None)
+        collected: Collected | None = session.info.pop(_KEY, None)
         if collected is not None:
             outbox.put(messages_for(collected, outbox.person_names()))
 
@@ -115,7 +103,23 @@ def outbox_session_class(outbox: Outbox) -> type[Session]:
     return OutboxSession
 
 
-def messages_for(collected: _Collected, names: Mapping[int, str]) -> list[Outgoing]:
+def collect_flushed(session: Session, collected: Collected) -> None:
+    """Add to `collected` what this flush wrote that the live stream tells: new detections and
+    events, and frames that became processed."""
+    for obj in session.new:
+        if isinstance(obj, Detection):
+            collected.detections.append(obj)
+        elif isinstance(obj, DetectionEventLog):
+            collected.events.append(obj)
+        elif isinstance(obj, Frame) and obj.status == FRAME_PROCESSED:
+            collected.frames[id(obj)] = obj
+    for obj in session.dirty:
+        if (isinstance(obj, Frame) and obj.status == FRAME_PROCESSED
+                and inspect(obj).attrs.status.history.has_changes()):
+            collected.frames[id(obj)] = obj
+
+
+def messages_for(collected: Collected, names: Mapping[int, str]) -> list[Outgoing]:
     from framewatch.detections.service import brief
 
     by_frame: dict[int, list[Detection]] = {}

@@ -8,6 +8,8 @@ Protocol (JSON text frames; docs/live.md has the full description):
   missed: reload from the REST API), `pong`, `stats`, `error` (the connection stays open).
 Every `detection` and `event` message carries an `id` that only grows. A client whose buffer
 overflows is closed with code 4008; one that does not answer pings is dropped by the server.
+When the server shuts down (SIGTERM) every connection is closed with code 1012 ("service
+restart") and a reason: the client reconnects, to another instance behind the load balancer.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT_SECONDS = 10
 UNAUTHORIZED_CLOSE_CODE = 4401
 FORBIDDEN_CLOSE_CODE = 4403
+SHUTDOWN_CLOSE_CODE = 1012
+SHUTDOWN_REASON = "server shutting down: reconnect"
 MAX_MESSAGE_CHARS = 16_384
 MAX_FILTER_ITEMS = 1000
 
@@ -81,18 +85,24 @@ async def detections_ws(
     sender = asyncio.create_task(session.send_forever())
     receiver = asyncio.create_task(session.receive_forever())
     overflow = asyncio.create_task(client.overflowed.wait())
+    stopping = asyncio.create_task(client.stopping.wait())
     try:
-        await asyncio.wait({sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED)
-        if overflow.done():
+        await asyncio.wait({sender, receiver, overflow, stopping},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            hub.remove(client)
+            await _close(websocket, SHUTDOWN_CLOSE_CODE, SHUTDOWN_REASON)
+        elif overflow.done():
             # Let go of it now: the close frame waits until the client reads again (if ever).
             hub.remove(client)
             await _close(websocket, SLOW_CLIENT_CLOSE_CODE,
                          f"too slow: more than {client.buffer} messages behind")
     finally:
         hub.remove(client)
-        for task in (sender, receiver, overflow):
+        for task in (sender, receiver, overflow, stopping):
             task.cancel()
-        outcomes = await asyncio.gather(sender, receiver, overflow, return_exceptions=True)
+        outcomes = await asyncio.gather(sender, receiver, overflow, stopping,
+                                        return_exceptions=True)
         for outcome in outcomes[:2]:
             # A peer that vanished mid-send is normal; anything else is worth a log line.
             if isinstance(outcome, Exception) and not isinstance(

@@ -12,6 +12,7 @@ from framewatch.models.provider_health import ProviderHealth
 from framewatch.models.queue_item import QueueItem
 from framewatch.models.queue_worker import QueueWorker
 from framewatch.models.stats import DetectionStatsHourly, JobRun, ProviderStatsHourly
+from framewatch.models.webhook import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "ApiKey",
@@ -31,4 +32,6 @@ __all__ = [
     "ProviderStatsHourly",
     "QueueItem",
     "QueueWorker",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -46,5 +46,7 @@ class QueueItem(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When it ended done or dead.
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The id of the request that queued it: on the worker's log lines and events too.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -6,7 +6,7 @@ CompreFace answers HTTP 400 `{"code": 28, "message": "No face is found in the gi
 frame without faces; that is an empty result. A missing, malformed or unknown key comes back as
 HTTP 400 (code 20 or 26) or 404 (code 10) with a message naming the API key, or 401/403 from a
 proxy in front; all become a `ProviderResponseError` about the key. CompreFace repeats an unknown
-key in its message; the error shows it masked.
+key in its message; the error shows it masked (as every answer: `http_call.without_key`).
 
 Options (`ProviderSpec.options`, validated by `CompreFaceOptions`):
 - `service` ("recognition" | "detection", default "recognition"): which service the key belongs to.
@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from framewatch.core.secrets import mask
 from framewatch.providers.base import (
     FACE,
     Capabilities,
@@ -187,7 +186,7 @@ class CompreFaceProvider:
         detail = None
         if error is not None:
             code = f" (code {error.code})" if error.code is not None else ""
-            detail = _without_key(error.message, self.spec.api_key) + code
+            detail = error.message + code
         key_problem = message is not None and "api key" in message.lower().replace("-", " ")
         raise refusal(self.spec, self._path, response, detail, key_problem=key_problem)
 
@@ -216,8 +215,3 @@ class CompreFaceProvider:
             },
         )
 
-
-def _without_key(text: str, key: str | None) -> str:
-    """`text` with the API key masked (`••••abcd`). CompreFace repeats only UUID keys (code 10);
-    shorter ones are left alone so that a one-letter key cannot mangle the message."""
-    return text.replace(key, mask(key)) if key and len(key) >= 8 else text

@@ -2,6 +2,10 @@
 
 Retried: timeouts, connection errors, 429 and 5xx answers, with exponential backoff and jitter.
 Never retried: any other 4xx, which the adapter turns into a `ProviderResponseError`.
+
+Some providers quote the API key they were sent in their errors; every answer has the key masked
+here, before anything reads it, so that it never reaches an error, an event, a log or an API
+answer.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from framewatch.core.secrets import mask
 from framewatch.providers.base import ProviderResponseError, ProviderSpec, ProviderUnreachable
 
 
@@ -67,7 +72,8 @@ async def send_with_retries(
         async for attempt in retrying:
             with attempt:
                 attempts += 1
-                response = await _send_once(client, method, url, limits, request)
+                response = await _send_once(client, method, url, limits, request,
+                                            spec.api_key)
     except _Transient as exc:
         raise ProviderUnreachable(
             f"{spec.name}: {exc.message} (after {attempts} attempts)",
@@ -84,6 +90,7 @@ async def _send_once(
     url: str,
     limits: httpx.Timeout,
     request: dict[str, Any],
+    api_key: str | None,
 ) -> httpx.Response:
     try:
         response = await client.request(method, url, timeout=limits, **request)
@@ -91,8 +98,22 @@ async def _send_once(
         raise _Transient(f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
         raise _Transient(f"connection failed ({type(exc).__name__}: {exc})") from exc
+    response = without_key(response, api_key)
     if response.status_code == 429 or response.status_code >= 500:
         raise _Transient(
             f"HTTP {response.status_code}: {response.text[:200]!r}", response.status_code
         )
     return response
+
+
+def without_key(response: httpx.Response, api_key: str | None) -> httpx.Response:
+    """`response` with every copy of `api_key` in its body masked (`••••abcd`). Keys under 8
+    characters are left alone, so that a one-letter key cannot mangle the answer."""
+    if not api_key or len(api_key) < 8 or api_key.encode() not in response.content:
+        return response
+    # The body is decoded already: its length and encoding headers no longer apply.
+    headers = [(name, value) for name, value in response.headers.multi_items()
+               if name.lower() not in ("content-length", "content-encoding")]
+    content = response.content.replace(api_key.encode(), mask(api_key).encode())
+    return httpx.Response(response.status_code, headers=headers, content=content,
+                          request=response.request)

@@ -18,6 +18,8 @@ ProviderName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w
 def check_base_url(url: str | None) -> str | None:
     if url is None:
         return None
+    if "\x00" in url:  # PostgreSQL cannot store it, and no URL has one
+        raise ValueError("base_url must not contain NUL characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("base_url must be an http:// or https:// URL with a host")

@@ -120,7 +120,9 @@ async def list_providers(session: AsyncSession) -> list[DetectionProviderConfig]
 
 
 async def get_provider(session: AsyncSession, provider_id: int) -> DetectionProviderConfig:
-    config = await session.get(DetectionProviderConfig, provider_id)
+    # Provider ids are 32-bit: a larger number names none (and cannot be bound on PostgreSQL).
+    in_range = 1 <= provider_id <= 2**31 - 1
+    config = await session.get(DetectionProviderConfig, provider_id) if in_range else None
     if config is None:
         raise NotFound(f"no provider with id {provider_id}")
     return config

@@ -81,6 +81,10 @@ class ProviderAddressPolicy:
         return host, port
 
     def check_address(self, address: IPAddress, host: str) -> None:
+        # `::ffff:169.254.169.254` reaches 169.254.169.254: judge an IPv4-mapped address as the
+        # IPv4 one (its IPv6 form is not link-local to `ipaddress`).
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         if address in METADATA_ADDRESSES:
             raise ForbiddenProviderAddress(f"{host} is a cloud metadata address")
         if address.is_link_local or address.is_multicast or address.is_unspecified:

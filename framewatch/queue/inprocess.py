@@ -35,6 +35,7 @@ class InProcessWorker:
         self._running: set[asyncio.Task[Outcome]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     def start(self) -> None:
         self._loops.append(asyncio.create_task(self._claim_loop(), name="queue-claims"))
@@ -46,6 +47,7 @@ class InProcessWorker:
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop claiming, let running items finish (bounded), hand back what is left."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         for task in self._loops:
             task.cancel()
@@ -89,25 +91,38 @@ class InProcessWorker:
 
     def _item_finished(self, task: asyncio.Task[Outcome]) -> None:
         self._running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            outcome = "cancelled"
+        elif task.exception() is not None:
+            outcome = "error"
             log.error("queue item failed unexpectedly", exc_info=task.exception())
+        else:
+            outcome = task.result().value
+        self.runtime.metrics.tasks.labels("process_detection_frame", outcome).inc()
         self._wake.set()  # a slot is free
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self.runtime.session_factory() as session:
                     await heartbeat(session, self.worker_id, KIND)
                     await session.commit()
             except Exception:
                 log.exception("worker heartbeat failed")
-            await asyncio.sleep(self.runtime.settings.worker_heartbeat_seconds)
+            await self._rest(self.runtime.settings.worker_heartbeat_seconds)
 
     async def _job_loop(self, job: PeriodicJob) -> None:
         interval = job.interval(self.runtime.settings)
-        while True:
-            await asyncio.sleep(interval)
+        while not await self._rest(interval):
             try:
                 await run_job(self.runtime, job)
             except Exception:
                 log.exception("periodic job %s failed", job.name)
+
+    async def _rest(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the worker stops; whether it is stopping. The loops end
+        on the flag as well as on cancellation: a cancellation that a library swallows (a
+        database driver interrupted mid-call, say) must not leave a loop running forever."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        return self._stopping

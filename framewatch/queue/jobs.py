@@ -4,6 +4,7 @@ is kept in `job_runs`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,12 +38,14 @@ class PeriodicJob:
         from framewatch.queue.sweeper import sweep
         from framewatch.retention.service import cleanup_old_data
         from framewatch.stats.rollup import aggregate_stats
+        from framewatch.webhooks.runner import deliver_webhooks
 
         functions: dict[str, JobFunction] = {
             "test_detection_provider": check_providers,
             "cleanup_old_detections": cleanup_old_data,
             "aggregate_detection_stats": aggregate_stats,
             "process_detection_queue": sweep,
+            "deliver_webhooks": deliver_webhooks,
         }
         return functions[self.name]
 
@@ -52,6 +55,8 @@ PERIODIC_JOBS = (
     PeriodicJob("test_detection_provider", lambda s: s.provider_check_seconds),
     PeriodicJob("aggregate_detection_stats", lambda s: s.stats_interval_seconds),
     PeriodicJob("cleanup_old_detections", lambda s: s.cleanup_interval_seconds),
+    # Webhook deliveries due now (framewatch/webhooks/runner.py).
+    PeriodicJob("deliver_webhooks", lambda s: s.webhook_poll_seconds),
 )
 
 
@@ -69,8 +74,16 @@ async def run_job(runtime: Runtime, job: PeriodicJob) -> dict[str, Any]:
         await session.commit()
     try:
         report = await job.function()(runtime)
+        runtime.metrics.tasks.labels(job.name, "ok").inc()
     except Exception as exc:
         report = {"error": f"{type(exc).__name__}: {exc}"}
+        runtime.metrics.tasks.labels(job.name, "error").inc()
+        raise
+    except asyncio.CancelledError:
+        # The worker is stopping. Without a report the `finally` below would raise a NameError
+        # in place of the cancellation, the caller's loop would log it and carry on, and the
+        # worker's stop would wait for that loop forever.
+        report = {"error": "cancelled: the worker stopped"}
         raise
     finally:
         async with runtime.session_factory() as session:

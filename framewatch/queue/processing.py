@@ -14,10 +14,12 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from framewatch.core.context import RequestContext, current_request
 from framewatch.core.errors import NotFound, ProviderUnavailable
 from framewatch.detections.service import store_detections
 from framewatch.models import Camera, DetectionProviderConfig, Frame, QueueItem
 from framewatch.models.frame import FRAME_PROCESSED
+from framewatch.observability.metrics import record_failed, record_processed
 from framewatch.persons.identify import identify_faces
 from framewatch.providers import breaker
 from framewatch.providers.base import FrameImage, ProviderError, ProviderResult, ProviderSpec
@@ -52,7 +54,16 @@ async def process_item(runtime: Runtime, item_id: int, worker_id: str) -> Outcom
 
 
 async def run_claimed_item(runtime: Runtime, item: QueueItem, worker_id: str) -> Outcome:
-    """Run an item this worker has claimed: call its provider and store the answer."""
+    """Run an item this worker has claimed: call its provider and store the answer. Its log
+    lines and events carry the id of the request that queued it."""
+    token = current_request.set(RequestContext(request_id=item.request_id))
+    try:
+        return await _run(runtime, item, worker_id)
+    finally:
+        current_request.reset(token)
+
+
+async def _run(runtime: Runtime, item: QueueItem, worker_id: str) -> Outcome:
     async with runtime.session_factory() as session:
         frame = await session.get(Frame, item.frame_id)
         camera = await session.get(Camera, item.camera_id)
@@ -115,11 +126,14 @@ async def _finish(
         if frame is None:
             await session.rollback()
             return Outcome.SKIPPED
+        stored = []
         if frame.status != FRAME_PROCESSED:
-            await store_detections(session, frame, config, spec, image, result,
-                                   item.detection_types)
+            stored = await store_detections(session, frame, config, spec, image, result,
+                                            item.detection_types)
         await breaker.record_success(session, spec.name)
         await session.commit()
+    record_processed(runtime.metrics, item.camera_id, spec.name, result.latency_ms,
+                     (d.type for d in stored))
     return Outcome.DONE
 
 
@@ -132,6 +146,7 @@ async def _fail(
     retryable: bool,
     provider: str | None,
 ) -> Outcome:
+    record_failed(runtime.metrics, item.camera_id, provider, retryable)
     status = await queue.mark_failed(
         session, item, worker_id, error, retryable=retryable,
         policy=runtime.queue_policy.retry, provider=provider,

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from framewatch.core.context import current_request
 from framewatch.core.database import utcnow
 from framewatch.core.errors import Conflict, NotFound
 from framewatch.core.pagination import is_row_id
@@ -84,6 +85,7 @@ async def enqueue_frame(
         next_attempt_at=not_before or now,
         last_error=last_error,
         finished_at=now if dead else None,
+        request_id=current_request.get().request_id,
     )
     session.add(item)
     await session.flush()
@@ -255,6 +257,8 @@ async def list_items(
     camera_scope: frozenset[str] | None, limit: int, before_id: int | None,
 ) -> tuple[list[QueueItem], int | None]:
     """Items newest first, and the id to pass as `before_id` for the next page (or None)."""
+    if camera_id and "\x00" in camera_id:
+        return [], None  # no camera id has a NUL (and PostgreSQL refuses one as a parameter)
     query = select(QueueItem).order_by(QueueItem.id.desc()).limit(limit + 1)
     if status:
         query = query.where(QueueItem.status == status)
@@ -296,6 +300,8 @@ async def requeue_dead(
 ) -> list[int]:
     """Requeue every dead-lettered item (optionally of one camera, or of the cameras of a
     key's scope); returns their ids."""
+    if camera_id and "\x00" in camera_id:
+        return []  # no camera id has a NUL (and PostgreSQL refuses one as a parameter)
     query = select(QueueItem.id).where(QueueItem.status == QUEUE_DEAD).order_by(QueueItem.id)
     if camera_id:
         query = query.where(QueueItem.camera_id == camera_id)

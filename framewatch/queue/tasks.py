@@ -77,7 +77,13 @@ def consume_periodic_queue(instance: Any, **_: Any) -> None:
 @shared_task(name="framewatch.process_detection_frame")
 def process_detection_frame(item_id: int) -> str:
     """Run queue item `item_id` if it is due (a duplicate or early message is a no-op)."""
-    return str(_process.run(lambda runtime: process_item(runtime, item_id, worker_identity(KIND))))
+
+    async def run(runtime: Runtime) -> str:
+        outcome = await process_item(runtime, item_id, worker_identity(KIND))
+        runtime.metrics.tasks.labels("process_detection_frame", outcome.value).inc()
+        return outcome.value
+
+    return _process.run(run)
 
 
 @shared_task(name="framewatch.send_frame_to_provider")
@@ -110,6 +116,7 @@ test_detection_provider = _periodic("test_detection_provider")
 cleanup_old_detections = _periodic("cleanup_old_detections")
 aggregate_detection_stats = _periodic("aggregate_detection_stats")
 process_detection_queue = _periodic("process_detection_queue")
+deliver_webhooks = _periodic("deliver_webhooks")
 
 
 class _Heartbeat:

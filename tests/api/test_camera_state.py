@@ -102,7 +102,7 @@ async def test_after_a_processed_frame(
             "bbox": {"x_min": 10, "y_min": 10, "x_max": 30, "y_max": 40},
             "bbox_norm": {"x_min": 0.15625, "y_min": 0.20833, "x_max": 0.46875,
                           "y_max": 0.83333},
-            "subject": None, "person_id": None, "frame_id": frame_id,
+            "subject": None, "person_id": None, "person": None, "frame_id": frame_id,
             "detected_at": body["last_detection"]["detected_at"],
         }
         assert moment(body["last_detection"]["detected_at"]) == found.detected_at

@@ -170,7 +170,8 @@ async def test_an_item_shows_every_field(api_any_db: Api) -> None:
     page = await fetch(api_any_db, [*WINDOW, ("detection_type", "face"), ("limit", "1")])
     assert page["items"] == [{
         "id": seeded["e8"], "event_type": "frame.processed", "severity": "info",
-        "camera_id": "gate", "frame_id": None, "detection_id": None, "provider": "flaky",
+        "camera_id": "gate", "frame_id": None, "detection_id": None, "person_id": None,
+        "provider": "flaky",
         "detection_types": ["face"], "message": "100% face match", "payload": {"name": "e8"},
         "actor": None, "created_at": page["items"][0]["created_at"],
     }]

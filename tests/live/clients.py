@@ -280,7 +280,7 @@ async def live_server(tmp_path: Path, database_url: str, *, ping_seconds: float 
     with serve_app(provider.app()) as provider_url, \
             (serve_tuned(app, ping_seconds=ping_seconds, send_buffer=send_buffer) if tuned
              else serve_app(app)) as base_url:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             server = LiveServer(base_url, http, provider)
             await server.setup(provider_url)
             yield server

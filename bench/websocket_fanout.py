@@ -1,0 +1,384 @@
+"""WebSocket fan-out: 1,000 clients subscribed to every detection while 20 frames a second are
+processed; publish-to-receive latency and messages delivered vs sent.
+
+One `framewatch serve` process (PostgreSQL, a database of its own, created and dropped,
+FRAMEWATCH_BENCH_WS_DATABASE_URL; or SQLite with `--database sqlite`) and the test suite's
+fake DeepStack provider (one person per frame, no latency); frames go through send-frame, sync
+mode, at a fixed rate (open loop, round-robin over 10 cameras). The clients (`websockets`,
+asyncio) run in `--processes` processes of their own; each subscribes to all cameras with no
+filter, so each should receive one `detection` message per frame. Latency = when the client
+read the message − the frame's `processed_at` in it (set just before the frame's transaction
+commits; same machine clock); the fan-out spread = that latency − the frame's earliest one
+(how long reaching every client took once the first had it). After the last frame it waits
+until a probe client has every stored frame (at most `--drain-timeout` s: a server that fell
+behind gets to catch up, its lateness shows in the latency), then `--settle` s. Frames that
+send-frame refused are counted and fail the run. "µs per delivered message" (server CPU over
+messages) is the figure that does not depend on how loaded the machine is.
+Live log: in memory (`--backends memory`), or a Redis stream (`redis`: RedisStreamLog, the
+cache and rate limiter in Redis too; FRAMEWATCH_BENCH_REDIS_URL, default db 8, flushed).
+
+    .venv/bin/python bench/websocket_fanout.py                   # ~1-4 minutes
+    .venv/bin/python bench/websocket_fanout.py --duration 60 --clients 1000 --rate 20
+
+Targets: every message delivered to every client (anything lost exits non-zero), p99 ≤ 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import (
+    POSTGRES,
+    REDIS,
+    cpu_seconds,
+    flush_redis,
+    framewatch_env,
+    machine,
+    migrate,
+    percentile,
+    recreate_database,
+    send_frame,
+    set_up_api,
+    start_provider,
+    start_serve,
+    verdict,
+)
+
+TARGET_P99_MS = 100
+
+
+# The client processes ---------------------------------------------------------------------
+
+async def client_worker(url: str, key: str, count: int, out: Path) -> None:
+    """`count` subscribed clients; "ready" on stdout once all are subscribed; on "stop" from
+    stdin, one asks the server for its hub stats and every client's receipts go to `out`."""
+    from websockets.asyncio.client import connect
+
+    received: list[list[tuple[int, float]]] = [[] for _ in range(count)]
+    closed: list[str | None] = [None] * count
+    sockets: list[Any] = [None] * count
+    subscribed = [asyncio.Event() for _ in range(count)]
+    stats: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def one(index: int) -> None:
+        try:
+            async with connect(f"{url}?token={key}", max_queue=None, ping_interval=None,
+                               open_timeout=60) as socket:
+                sockets[index] = socket
+                await socket.send(json.dumps({"type": "subscribe"}))
+                async for raw in socket:
+                    now = time.time()
+                    message = json.loads(raw)
+                    kind = message.get("type")
+                    if kind == "detection":
+                        sent = datetime.fromisoformat(message["processed_at"]).timestamp()
+                        received[index].append((message["frame_id"], now - sent))
+                    elif kind == "subscribed":
+                        subscribed[index].set()
+                    elif kind == "stats" and not stats.done():
+                        stats.set_result(message)
+        except Exception as exc:  # recorded: a client that lost its connection fails the run
+            closed[index] = f"{type(exc).__name__}: {exc}"
+        else:
+            closed[index] = closed[index] or "closed by the server"
+
+    tasks = []
+    for start in range(0, count, 50):  # connect in waves, not all 1,000 SYNs at once
+        wave = range(start, min(start + 50, count))
+        tasks += [asyncio.create_task(one(i)) for i in wave]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(subscribed[i].wait() for i in wave)), 60)
+        except TimeoutError:
+            print(f"failed: {[reason for reason in closed if reason][:3]}", flush=True)
+            return
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    with contextlib.suppress(Exception):
+        await sockets[0].send(json.dumps({"type": "get_stats"}))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(stats), 10)
+    lost = [reason for reason in closed if reason]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    text = json.dumps({"received": received, "lost": lost,
+                       "stats": stats.result() if stats.done() else None})
+    out.write_text(text)  # noqa: ASYNC240 (the run is over)
+
+
+# The benchmark ----------------------------------------------------------------------------
+
+async def publish(url: str, cameras: list[str], rate: float, duration: float
+                  ) -> tuple[list[int], list[float], list[str]]:
+    """Frames at `rate` per second for `duration` seconds (open loop); the frame ids stored,
+    the send-frame round trips (ms), and why the others failed (a server that cannot keep up
+    refuses or times out: counted and reported, the run goes on)."""
+
+    async def one(client: httpx.AsyncClient, index: int) -> tuple[int | None, float, str]:
+        began = time.perf_counter()
+        try:
+            answer = await send_frame(client, cameras[index % len(cameras)], 1000 + index)
+        except (RuntimeError, httpx.HTTPError) as exc:
+            return None, (time.perf_counter() - began) * 1000, f"{type(exc).__name__}: {exc}"
+        return int(answer["frame_id"]), (time.perf_counter() - began) * 1000, ""
+
+    async with httpx.AsyncClient(base_url=url, timeout=60,
+                                 limits=httpx.Limits(max_connections=200)) as client:
+        started = time.monotonic()
+        tasks = []
+        for index in range(int(rate * duration)):
+            await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(client, index)))
+        answers = await asyncio.gather(*tasks)
+    return ([frame_id for frame_id, _, _ in answers if frame_id is not None],
+            [took for _, took, _ in answers], [error[:160] for _, _, error in answers if error])
+
+
+async def publish_and_settle(url: str, key: str, cameras: list[str], args: argparse.Namespace
+                             ) -> tuple[list[int], list[float], list[str]]:
+    """`publish`, with one more subscribed client (a probe, not counted) in this process; after
+    the last frame, waits until the probe has received every stored frame — at most
+    `--drain-timeout` seconds: a server that fell behind is given time to catch up, and what
+    it delivers late shows in the latency — then `--settle` seconds more for the others (one
+    hub delivery queues a message for every client at once)."""
+    from websockets.asyncio.client import connect
+
+    seen: set[int] = set()
+    arrived = asyncio.Event()
+    ws_url = url.replace("http://", "ws://") + f"/api/v1/detections/ws?token={key}"
+    async with connect(ws_url, max_queue=None, ping_interval=None, open_timeout=60) as probe:
+        await probe.send(json.dumps({"type": "subscribe"}))
+
+        async def read() -> None:
+            async for raw in probe:
+                message = json.loads(raw)
+                if message.get("type") == "detection":
+                    seen.add(int(message["frame_id"]))
+                    arrived.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            answers = await publish(url, cameras, args.rate, args.duration)
+            deadline = time.monotonic() + args.drain_timeout
+            while not set(answers[0]) <= seen and time.monotonic() < deadline:
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
+            await asyncio.sleep(args.settle)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    return answers
+
+
+def start_clients(args: argparse.Namespace, url: str, key: str, work: Path
+                  ) -> list[tuple[subprocess.Popen[str], Path]]:
+    ws_url = url.replace("http://", "ws://") + "/api/v1/detections/ws"
+    workers = []
+    for number in range(args.processes):
+        count = args.clients // args.processes + (number < args.clients % args.processes)
+        out = work / f"clients-{number}.json"
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--client-worker", ws_url, key, str(count), str(out)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        workers.append((process, out))
+    for process, _ in workers:
+        line = process.stdout.readline() if process.stdout else ""
+        if line.strip() != "ready":
+            raise RuntimeError(f"a client process did not get ready: {line!r}")
+    return workers
+
+
+def stop_clients(workers: list[tuple[subprocess.Popen[str], Path]]) -> list[dict[str, Any]]:
+    results = []
+    for process, _ in workers:
+        if process.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write("stop\n")
+                process.stdin.flush()
+    for process, out in workers:
+        try:
+            process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        if not out.exists():
+            raise RuntimeError(f"a client process left no results ({process.returncode})")
+        results.append(json.loads(out.read_text()))
+    return results
+
+
+def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url: str) -> bool:
+    """One configuration; False when messages were lost, clients disconnected or frames
+    were refused."""
+    redis_url = args.redis_url if backend == "redis" else None
+    data = work / backend
+    database = args.database_url
+    if args.database == "sqlite":
+        database = f"sqlite+aiosqlite:///{data / 'framewatch.db'}"
+    else:
+        asyncio.run(recreate_database(database))
+    env = framewatch_env(data, database, redis_url)
+    if redis_url:
+        flush_redis(redis_url)
+    migrate(env)
+    serve, url = start_serve(env, work / "logs", f"serve-{backend}")
+    workers: list[tuple[subprocess.Popen[str], Path]] = []
+    try:
+        cameras = [f"cam-{index:02d}" for index in range(args.cameras)]
+
+        async def setup() -> str:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                return await set_up_api(client, provider_url, cameras)
+
+        key = asyncio.run(setup())
+        began = time.monotonic()
+        workers = start_clients(args, url, key, work)
+        print(f"[{backend}] {args.clients} clients subscribed in {time.monotonic() - began:.1f} "
+              f"s; publishing {args.rate:g} frames/s for {args.duration:g} s", flush=True)
+        pids = [serve.pid]
+        client_pids = [process.pid for process, _ in workers]
+        cpu, client_cpu, clock = cpu_seconds(pids), cpu_seconds(client_pids), time.monotonic()
+        frame_ids, round_trips, failed = asyncio.run(
+            publish_and_settle(url, key, cameras, args))
+        elapsed = time.monotonic() - clock
+        cpu, client_cpu = cpu_seconds(pids) - cpu, cpu_seconds(client_pids) - client_cpu
+        results = stop_clients(workers)
+        workers = []
+        serve.check()
+    except Exception:
+        print(f"--- end of the server's log ---\n{serve.tail()}", file=sys.stderr)
+        raise
+    finally:
+        for process, _ in workers:
+            process.kill()
+            process.wait(10)
+        serve.stop()
+        if redis_url:
+            flush_redis(redis_url)
+        if args.database == "postgresql":
+            asyncio.run(recreate_database(database, drop_only=True))
+    print(f"  send-frame round trip: p50 {percentile(round_trips, 50):.1f} ms  "
+          f"p99 {percentile(round_trips, 99):.1f} ms; {len(failed)} of {len(round_trips)} "
+          "frames refused or failed")
+    for reason in sorted(set(failed))[:3]:
+        print(f"  send-frame failed: {reason}")
+    complete = report(backend, args, frame_ids, results, cpu, client_cpu, elapsed)
+    return complete and not failed
+
+
+def report(backend: str, args: argparse.Namespace, frame_ids: list[int],
+           results: list[dict[str, Any]], server_cpu: float, client_cpu: float,
+           elapsed: float) -> bool:
+    """Prints the figures; `server_cpu` and `client_cpu` are CPU seconds over `elapsed`."""
+    sent = set(frame_ids)
+    latencies: list[float] = []
+    first: dict[int, float] = {}  # per frame, the earliest latency any client saw
+    missing = duplicates = clients = 0
+    lost = [reason for result in results for reason in result["lost"]]
+    for result in results:
+        for receipts in result["received"]:
+            clients += 1
+            ids = [frame_id for frame_id, _ in receipts if frame_id in sent]
+            duplicates += len(ids) - len(set(ids))
+            missing += len(sent - set(ids))
+            for frame_id, latency in receipts:
+                if frame_id in sent:
+                    latencies.append(latency * 1000)
+                    first[frame_id] = min(first.get(frame_id, latency), latency)
+    spread = [latency * 1000 - first[frame_id] * 1000 for result in results
+              for receipts in result["received"] for frame_id, latency in receipts
+              if frame_id in sent]
+    expected = len(sent) * clients
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    stats = next((r["stats"] for r in results if r.get("stats")), None) or {}
+    print(f"[{backend}] {len(sent)} frames published, {clients} clients: "
+          f"{len(latencies):,} of {expected:,} messages delivered, {missing:,} missing, "
+          f"{duplicates} duplicates, {len(lost)} clients disconnected")
+    print(f"  latency processed_at → client: p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+          f"max {max(latencies, default=float('nan')):.1f} ms")
+    print(f"  fan-out spread (after the frame's first receipt): p50 {percentile(spread, 50):.1f} "
+          f"ms  p99 {percentile(spread, 99):.1f} ms; first receipts: p50 "
+          f"{percentile(sorted(first.values()), 50) * 1000:.1f} ms  p99 "
+          f"{percentile(sorted(first.values()), 99) * 1000:.1f} ms")
+    # CPU per delivered message: the figure that does not depend on how loaded the machine
+    # is; one core's worth of it is the fan-out ceiling of one server process.
+    per_message = server_cpu / max(len(latencies), 1) * 1e6
+    print(f"  CPU: server {server_cpu / elapsed:.0%} of a core ({per_message:.0f} µs per "
+          f"delivered message, send-frame included: one core ≈ {1e6 / per_message:,.0f} "
+          f"messages/s), client processes {client_cpu / elapsed:.0%}; "
+          f"server hub: sent {stats.get('messages_sent')}, dropped "
+          f"{stats.get('messages_dropped')}, clients dropped {stats.get('clients_dropped')}")
+    complete = missing == 0 and not lost and clients == args.clients
+    print(f"  all delivered: {verdict(complete)};  p99 ≤ {TARGET_P99_MS} ms: "
+          f"{verdict(p99 <= TARGET_P99_MS)}")
+    for reason in sorted(set(lost))[:5]:
+        print(f"  disconnected: {reason}")
+    return complete
+
+
+def main() -> int:
+    if len(sys.argv) == 6 and sys.argv[1] == "--client-worker":
+        asyncio.run(client_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]),
+                                  Path(sys.argv[5])))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20, help="frames (detections) per second")
+    parser.add_argument("--duration", type=float, default=15, help="seconds of publishing")
+    parser.add_argument("--drain-timeout", type=float, default=60,
+                        help="at most this many seconds for the last frames to reach a probe "
+                             "client after publishing ends")
+    parser.add_argument("--settle", type=float, default=3,
+                        help="seconds more for the other clients once the probe has every frame")
+    parser.add_argument("--cameras", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--backends", nargs="+", choices=["memory", "redis"],
+                        default=["memory", "redis"])
+    parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--database-url", default=os.environ.get(
+        "FRAMEWATCH_BENCH_WS_DATABASE_URL", f"{POSTGRES}/framewatch_bench_ws"),
+        help="the PostgreSQL database to create, use and drop")
+    parser.add_argument("--redis-url",
+                        default=os.environ.get("FRAMEWATCH_BENCH_REDIS_URL", REDIS))
+    args = parser.parse_args()
+    print(f"websocket fan-out: {args.clients} clients in {args.processes} processes, "
+          f"{args.rate:g} frames/s for {args.duration:g} s, {args.database}; {machine()}",
+          flush=True)
+    complete = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="framewatch-bench-ws-") as tmp:
+            work = Path(tmp)
+            provider, provider_url = start_provider(work / "logs")
+            try:
+                for backend in args.backends:
+                    complete = backend_run(args, backend, work, provider_url) and complete
+            finally:
+                provider.stop()
+    except Exception as exc:
+        print(f"websocket fan-out FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if not complete:
+        print("websocket fan-out FAILED: messages lost, clients disconnected or frames refused",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

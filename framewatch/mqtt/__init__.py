@@ -1,0 +1,1 @@
+"""Publishing detections and events to an MQTT broker (Home Assistant-style integrations)."""

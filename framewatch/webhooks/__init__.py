@@ -1,0 +1,1 @@
+"""Outbound webhooks: subscriptions, durable deliveries with retries, signatures."""

@@ -1,0 +1,3 @@
+from tests.api_fixtures import api
+
+__all__ = ["api"]
