@@ -248,9 +248,10 @@ async def send_frame(client: httpx.AsyncClient, camera: str, index: int) -> dict
     return answer
 
 
-def cache_counts(url: str, kind: str) -> tuple[int, int]:
-    """(hits, misses) of one cache kind in the API process at `url`, from statistics asked
-    with a `since` of its own (so that the statistics answer itself is never a cached one)."""
+def cache_counts(url: str, kind: str) -> tuple[int, int, int]:
+    """(hits, misses, coalesced) of one cache kind in the API process at `url`, from statistics
+    asked with a `since` of its own (so that the statistics answer itself is never a cached one).
+    Coalesced requests (served by a rebuild another request started) are among the hits."""
     from datetime import UTC, datetime, timedelta
 
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
@@ -258,7 +259,8 @@ def cache_counts(url: str, kind: str) -> tuple[int, int]:
                          headers=admin(), timeout=30)
     _expect(response, 200)
     figures = response.json()["cache"].get(kind, {})
-    return int(figures.get("hits", 0)), int(figures.get("misses", 0))
+    return (int(figures.get("hits", 0)), int(figures.get("misses", 0)),
+            int(figures.get("coalesced", 0)))
 
 
 def _expect(response: httpx.Response, status: int) -> None:

@@ -118,9 +118,9 @@ def backend_run(args: argparse.Namespace, backend: str, view: str, work: Path,
         script.write_text(wrk_script(paths))
         if view != "all" and args.tool != "wrk":
             raise RuntimeError("--view camera needs wrk")
-        hits, misses = cache_counts(url, "live")
+        hits, misses, coalesced = cache_counts(url, "live")
         run, frames, elapsed = asyncio.run(load_and_publish(args, url, key, cameras, script))
-        after_hits, after_misses = cache_counts(url, "live")
+        after_hits, after_misses, after_coalesced = cache_counts(url, "live")
         serve.check()
     except Exception:
         print(f"--- end of the server's log ---\n{serve.tail()}", file=sys.stderr)
@@ -132,14 +132,18 @@ def backend_run(args: argparse.Namespace, backend: str, view: str, work: Path,
         if args.database == "postgresql":
             asyncio.run(recreate_database(database, drop_only=True))
     hits, misses = after_hits - hits, after_misses - misses
+    coalesced = after_coalesced - coalesced
     rate = hits / max(hits + misses, 1)
+    stored_rate = (hits - coalesced) / max(hits + misses, 1)
     print(f"[{backend}, {view} view] {run.requests / elapsed:.0f} polls/s (p50 "
           f"{run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms), "
           f"{frames / elapsed:.1f} frames/s stored ({frames} frames)"
           + (f"; {run.errors} polls past wrk's timeout or failed" if run.errors else ""))
     per_frame = misses / max(frames, 1)
-    print(f"  live cache: {hits:,} hits, {misses:,} misses ({per_frame:.1f} per frame stored): "
-          f"hit rate {rate:.1%} (target ≥ {TARGET:.0%}): {verdict(rate >= TARGET)}", flush=True)
+    print(f"  live cache: {hits:,} hits ({coalesced:,} of them waited for a rebuild in flight), "
+          f"{misses:,} misses = rebuilds ({per_frame:.1f} per frame stored): "
+          f"hit rate {rate:.1%} (target ≥ {TARGET:.0%}): {verdict(rate >= TARGET)}; "
+          f"served from a stored entry {stored_rate:.1%}", flush=True)
 
 
 def main() -> int:

@@ -133,7 +133,7 @@ async def httpx_load(url: str, key: str, connections: int, duration: float) -> R
 
 def measure(url: str, key: str, pid: int, args: argparse.Namespace, duration: float,
             script: Path, framewatch: bool = False) -> Run:
-    before = cache_counts(url, "live") if framewatch else (0, 0)
+    before = cache_counts(url, "live") if framewatch else (0, 0, 0)
     cpu = cpu_seconds([pid])
     if args.tool == "wrk":
         run = wrk(url, key, args, duration, script)

@@ -19,6 +19,10 @@ cache and rate limiter in Redis too; FRAMEWATCH_BENCH_REDIS_URL, default db 8, f
 
     .venv/bin/python bench/websocket_fanout.py                   # ~1-4 minutes
     .venv/bin/python bench/websocket_fanout.py --duration 60 --clients 1000 --rate 20
+    .venv/bin/python bench/websocket_fanout.py --profile /tmp/prof   # py-spy, where time goes
+
+(`--profile` samples the server with py-spy, while it holds the GIL, during the publishing; it
+needs py-spy in the venv or on PATH, and costs the server some CPU.)
 
 Targets: every message delivered to every client (anything lost exits non-zero), p99 ≤ 100 ms.
 """
@@ -30,10 +34,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
+    BIN,
     POSTGRES,
     REDIS,
     cpu_seconds,
@@ -59,6 +66,23 @@ from bench.common import (
 )
 
 TARGET_P99_MS = 100
+PROFILE_RATE = 250  # py-spy samples per second
+
+# Where the server's time goes, by the first of these marks found in a sampled stack
+# (";function@path" frames, outermost first).
+CATEGORIES = [
+    ("hub.deliver: filtering and encoding each live message", ("deliver@",)),
+    ("uvicorn's WebSocket protocol: framing, socket writes, pings", (
+        "@uvicorn/protocols/websockets/", "@websockets/")),
+    ("send loop: outbox, Starlette's WebSocket, middleware", ("send_forever@",)),
+    ("send-frame requests (HTTP, provider call, database, outbox)", (
+        "@framewatch/detections/", "@framewatch/frames/", "@framewatch/queue/",
+        "@framewatch/providers/", "@framewatch/live/outbox.py",
+        "@httpx/", "@httpcore/", "@sqlalchemy/", "@asyncpg/", "@aiosqlite/",
+        "@uvicorn/protocols/http/")),
+    ("reading the live stream (Redis)", ("_read_forever@", "@redis/")),
+    ("receiving client messages", ("receive_forever@",)),
+]
 
 
 # The client processes ---------------------------------------------------------------------
@@ -73,6 +97,7 @@ async def client_worker(url: str, key: str, count: int, out: Path) -> None:
     sockets: list[Any] = [None] * count
     subscribed = [asyncio.Event() for _ in range(count)]
     stats: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    sizes = [0, 0]  # detection messages' characters, and their count
 
     async def one(index: int) -> None:
         try:
@@ -87,6 +112,8 @@ async def client_worker(url: str, key: str, count: int, out: Path) -> None:
                     if kind == "detection":
                         sent = datetime.fromisoformat(message["processed_at"]).timestamp()
                         received[index].append((message["frame_id"], now - sent))
+                        sizes[0] += len(raw)
+                        sizes[1] += 1
                     elif kind == "subscribed":
                         subscribed[index].set()
                     elif kind == "stats" and not stats.done():
@@ -115,7 +142,7 @@ async def client_worker(url: str, key: str, count: int, out: Path) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    text = json.dumps({"received": received, "lost": lost,
+    text = json.dumps({"received": received, "lost": lost, "sizes": sizes,
                        "stats": stats.result() if stats.done() else None})
     out.write_text(text)  # noqa: ASYNC240 (the run is over)
 
@@ -253,10 +280,13 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
               f"s; publishing {args.rate:g} frames/s for {args.duration:g} s", flush=True)
         pids = [serve.pid]
         client_pids = [process.pid for process, _ in workers]
+        spy = start_profile(args, serve.pid, backend) if args.profile else None
         cpu, client_cpu, clock = cpu_seconds(pids), cpu_seconds(client_pids), time.monotonic()
         frame_ids, round_trips, failed = asyncio.run(
             publish_and_settle(url, key, cameras, args))
         elapsed = time.monotonic() - clock
+        if spy is not None:
+            spy.wait(60)
         cpu, client_cpu = cpu_seconds(pids) - cpu, cpu_seconds(client_pids) - client_cpu
         results = stop_clients(workers)
         workers = []
@@ -279,7 +309,51 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
     for reason in sorted(set(failed))[:3]:
         print(f"  send-frame failed: {reason}")
     complete = report(backend, args, frame_ids, results, cpu, client_cpu, elapsed)
+    if args.profile:
+        summarize_profile(Path(args.profile) / f"websocket-{backend}.txt")
     return complete and not failed
+
+
+def start_profile(args: argparse.Namespace, pid: int, backend: str) -> subprocess.Popen[bytes]:
+    """py-spy on the server for the `--duration` seconds of publishing (collapsed stacks)."""
+    out = Path(args.profile) / f"websocket-{backend}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy_command = shutil.which("py-spy", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if spy_command is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    return subprocess.Popen([spy_command, "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", str(PROFILE_RATE), "--gil", "--nonblocking",
+                             "--duration", f"{args.duration:g}", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path) -> None:
+    """Shares of the sampled time by category, and the functions with the most self time."""
+    by_category: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        # py-spy's frames read "function (path/to/file.py:line)".
+        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('(', 1)[-1].split(':')[0]}"
+                  for frame in stack.split(";")]
+        joined = ";" + ";".join(frame.replace("site-packages/", "@") for frame in frames)
+        joined = joined.replace("/work/main/", "@").replace(f"{Path.cwd()}/", "@")
+        category = next((name for name, marks in CATEGORIES
+                         if any(mark in joined for mark in marks)), "event loop, other")
+        by_category[category] += samples
+        leaf = frames[-1]
+        self_time[f"{leaf.split('@')[0]}@{leaf.rsplit('/', 1)[-1]}"] += samples
+    print(f"  profile: {total} samples with the GIL held ({total / PROFILE_RATE:.1f} s); {path}")
+    for category, samples in by_category.most_common():
+        print(f"    {samples / max(total, 1):6.1%}  {category}")
+    print("  self time, top 15:")
+    for frame, samples in self_time.most_common(15):
+        print(f"    {samples / max(total, 1):6.1%}  {frame}")
 
 
 def report(backend: str, args: argparse.Namespace, frame_ids: list[int],
@@ -310,6 +384,8 @@ def report(backend: str, args: argparse.Namespace, frame_ids: list[int],
     print(f"[{backend}] {len(sent)} frames published, {clients} clients: "
           f"{len(latencies):,} of {expected:,} messages delivered, {missing:,} missing, "
           f"{duplicates} duplicates, {len(lost)} clients disconnected")
+    characters, messages = (sum(r.get("sizes", [0, 0])[i] for r in results) for i in (0, 1))
+    print(f"  a detection message: {characters / max(messages, 1):.0f} characters on average")
     print(f"  latency processed_at → client: p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
           f"max {max(latencies, default=float('nan')):.1f} ms")
     print(f"  fan-out spread (after the frame's first receipt): p50 {percentile(spread, 50):.1f} "
@@ -354,6 +430,8 @@ def main() -> int:
     parser.add_argument("--database-url", default=os.environ.get(
         "FRAMEWATCH_BENCH_WS_DATABASE_URL", f"{POSTGRES}/framewatch_bench_ws"),
         help="the PostgreSQL database to create, use and drop")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="sample the server with py-spy during the publishing")
     parser.add_argument("--redis-url",
                         default=os.environ.get("FRAMEWATCH_BENCH_REDIS_URL", REDIS))
     args = parser.parse_args()

@@ -71,7 +71,10 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.resolved_database_url)
+        engine = create_engine(settings.resolved_database_url,
+                               pool_size=settings.database_pool_size,
+                               max_overflow=settings.database_pool_size,
+                               pool_timeout=settings.database_pool_timeout_seconds)
         provider_policy = ProviderAddressPolicy.from_settings(
             settings.provider_allow_private_networks, settings.provider_allowed_hosts or ""
         )
@@ -176,7 +179,7 @@ class Runtime:
         await self.webhooks.close()
         await self.rate_limiter.close()
         await self.http_client.aclose()
-        await self.cache.backend.close()
+        await self.cache.close()  # its rebuilds in flight, then the backend
         await self.engine.dispose()
 
 

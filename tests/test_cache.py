@@ -1,13 +1,17 @@
-"""The live cache on both backends; a Redis that is down degrades, then recovers."""
+"""The live cache on both backends; a Redis that is down degrades, then recovers; a missing
+value is rebuilt once however many callers miss it at the same time (single-flight), and its
+waiters never hang: they get the value, the builder's error, or a 503 after the bound."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from framewatch.live.cache import LiveCache, MemoryBackend, RedisBackend
+from framewatch.live.cache import LiveCache, MemoryBackend, RebuildTimedOut, RedisBackend
 from tests.conftest import redis_url_or_skip
 from tests.support.servers import free_port
 
@@ -38,8 +42,8 @@ async def test_hits_and_misses_are_counted_per_kind(cache: LiveCache) -> None:
     await cache.get("frame", "other")
     await cache.get("state", "gate")
     assert cache.stats() == {
-        "frame": {"hits": 2, "misses": 1, "errors": 0},
-        "state": {"hits": 0, "misses": 1, "errors": 0},
+        "frame": {"hits": 2, "misses": 1, "coalesced": 0, "errors": 0},
+        "state": {"hits": 0, "misses": 1, "coalesced": 0, "errors": 0},
     }
 
 
@@ -65,5 +69,135 @@ async def test_redis_down_counts_errors_and_answers_miss() -> None:
     cache = LiveCache(RedisBackend(f"redis://127.0.0.1:{free_port()}/0"))
     await cache.set("frame", "k", 1, ttl_seconds=10)
     assert await cache.get("frame", "k") is None
-    assert cache.stats()["frame"] == {"hits": 0, "misses": 1, "errors": 2}
+    assert cache.stats()["frame"] == {"hits": 0, "misses": 1, "coalesced": 0, "errors": 2}
     await cache.backend.close()
+
+
+WAIT = 30.0  # generous: the suite runs on a loaded machine
+
+
+class SlowBuilder:
+    """A build that waits for `release` (so that callers pile up), counting its calls."""
+
+    def __init__(self, value: bytes = b"view", error: Exception | None = None) -> None:
+        self.value = value
+        self.error = error
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "not reached within the wait"
+        await asyncio.sleep(0.005)
+
+
+def callers(cache: LiveCache, build: Callable[[], Awaitable[bytes]], count: int,
+            key: str = "k") -> list[asyncio.Task[bytes]]:
+    return [asyncio.create_task(cache.get_or_build_bytes("live", key, build, ttl_seconds=60))
+            for _ in range(count)]
+
+
+async def test_concurrent_misses_build_once_and_all_get_the_value(cache: LiveCache) -> None:
+    build = SlowBuilder()
+    tasks = callers(cache, build, 20)
+    await until(lambda: cache.coalesced["live"] == 19)
+    build.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), WAIT) == [b"view"] * 20
+    assert build.calls == 1
+    # One miss (the build); the 19 that waited are hits, counted as coalesced too.
+    assert cache.stats()["live"] == {"hits": 19, "misses": 1, "coalesced": 19, "errors": 0}
+    # Stored: the next caller is a plain hit, with no build.
+    assert await cache.get_or_build_bytes("live", "k", build, ttl_seconds=60) == b"view"
+    assert build.calls == 1 and cache.hits["live"] == 20 and cache.coalesced["live"] == 19
+
+
+async def test_different_keys_build_side_by_side(cache: LiveCache) -> None:
+    first, second = SlowBuilder(b"one"), SlowBuilder(b"two")
+    one = callers(cache, first, 3, key="one")
+    two = callers(cache, second, 3, key="two")
+    # Both builds run at the same time: neither waits for the other key's.
+    await asyncio.wait_for(asyncio.gather(first.started.wait(), second.started.wait()), WAIT)
+    second.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*two), WAIT) == [b"two"] * 3
+    first.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*one), WAIT) == [b"one"] * 3
+    assert (first.calls, second.calls, cache.misses["live"]) == (1, 1, 2)
+
+
+async def test_a_failed_build_reaches_every_waiter_and_the_next_call_retries(
+    cache: LiveCache,
+) -> None:
+    failing = SlowBuilder(error=ConnectionError("database gone"))
+    tasks = callers(cache, failing, 5)
+    await until(lambda: cache.coalesced["live"] == 4)
+    failing.release.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
+    assert [str(result) for result in results] == ["database gone"] * 5
+    assert failing.calls == 1
+    # Nothing was stored and nothing is left in flight: the next miss builds again.
+    working = SlowBuilder(b"back")
+    working.release.set()
+    assert await cache.get_or_build_bytes("live", "k", working, ttl_seconds=60) == b"back"
+    assert working.calls == 1 and cache.misses["live"] == 2
+
+
+async def test_the_build_outlives_a_cancelled_caller(cache: LiveCache) -> None:
+    build = SlowBuilder()
+    first = callers(cache, build, 1)[0]
+    await asyncio.wait_for(build.started.wait(), WAIT)
+    others = callers(cache, build, 3)
+    await until(lambda: cache.coalesced["live"] == 3)
+    first.cancel()  # e.g. its client hung up
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    build.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*others), WAIT) == [b"view"] * 3
+    assert build.calls == 1
+
+
+async def test_a_build_that_hangs_is_abandoned_after_the_bound() -> None:
+    cache = LiveCache(MemoryBackend(), rebuild_timeout_seconds=0.2)
+    hanging = SlowBuilder()  # never released
+    tasks = callers(cache, hanging, 4)
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
+    assert all(isinstance(result, RebuildTimedOut) for result in results), results
+    assert RebuildTimedOut.status_code == 503
+    # The next call builds afresh instead of joining the abandoned one.
+    working = SlowBuilder(b"fresh")
+    working.release.set()
+    assert await cache.get_or_build_bytes("live", "k", working, ttl_seconds=60) == b"fresh"
+
+
+async def test_close_stops_the_builds_in_flight() -> None:
+    cache = LiveCache(MemoryBackend())
+    build = SlowBuilder()
+    tasks = callers(cache, build, 2)
+    await until(lambda: cache.coalesced["live"] == 1)
+    await asyncio.wait_for(cache.close(), WAIT)
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
+
+
+async def test_json_values_are_built_once_too(cache: LiveCache) -> None:
+    calls = 0
+
+    async def build() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return {"n": 7}
+
+    values = await asyncio.wait_for(asyncio.gather(
+        *(cache.get_or_build("state", "gate", build, ttl_seconds=60) for _ in range(5))), WAIT)
+    assert values == [{"n": 7}] * 5 and calls == 1

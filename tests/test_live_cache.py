@@ -1,11 +1,14 @@
 """`GET /api/v1/detections/live` served from the cache, in memory and on a real Redis: hits,
 invalidation by a newly processed frame, TTL expiry; and a Redis that dies and comes back
 (our own `redis-server` on a free port): every cached endpoint keeps answering from the database,
-errors are counted, and the cache is used again once Redis is back, without a restart."""
+errors are counted, and the cache is used again once Redis is back, without a restart. Also what
+keeps a poll cheap: polls that miss together rebuild the view once, a hit opens no database
+session, and no dependency of any route is run in the thread pool."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import subprocess
 import time
@@ -17,8 +20,11 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from framewatch.core.database import utcnow
+from framewatch.detections import live as live_module
+from framewatch.detections.schemas import LiveView
 from framewatch.live.feed import CACHE_LIVE, CACHE_STATE
 from framewatch.stats.router import CACHE_STATS
 from tests.api.helpers import add_camera, add_provider, post_frame
@@ -261,3 +267,98 @@ async def test_a_dead_redis_costs_the_cache_not_the_answers(
         third = await send(api, 3)
         await api.runtime.live.outbox.drain()
         assert await poll(api) == {"gate": third}
+
+
+async def test_polls_that_miss_together_rebuild_the_view_once(
+    tmp_path: Path, sqlite_url: str, flaky_url: str, cache_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with live_api(tmp_path, sqlite_url, flaky_url, redis_url=cache_url,
+                        live_ttl_seconds=3600) as api:
+        gate = await send(api, 1)
+        await api.runtime.live.outbox.drain()
+        assert await poll(api) == {"gate": gate}  # the key is in the key cache from now on
+        newer = await send(api, 2)  # bumps the generations: the next polls all miss
+        await api.runtime.live.outbox.drain()
+        # Every rebuild waits until the test lets it go, so that the polls pile up behind it.
+        rebuilds = 0
+        release = asyncio.Event()
+        real_live_view = live_module.live_view
+
+        async def gated_live_view(*args: Any, **kwargs: Any) -> LiveView:
+            nonlocal rebuilds
+            rebuilds += 1
+            await release.wait()
+            return await real_live_view(*args, **kwargs)
+
+        monkeypatch.setattr(live_module, "live_view", gated_live_view)
+        start = counters(api)
+        polls = [asyncio.create_task(poll(api)) for _ in range(24)]
+        deadline = time.monotonic() + 30
+        while counters(api)["coalesced"] < start["coalesced"] + 23:
+            assert time.monotonic() < deadline, counters(api)
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*polls), 30) == [{"gate": newer}] * 24
+        assert rebuilds == 1
+        after = counters(api)
+        assert (after["misses"] - start["misses"], after["hits"] - start["hits"],
+                after["coalesced"] - start["coalesced"]) == (1, 23, 23)
+
+
+async def test_a_cache_hit_opens_no_database_session(
+    tmp_path: Path, sqlite_url: str, flaky_url: str
+) -> None:
+    async with live_api(tmp_path, sqlite_url, flaky_url, live_ttl_seconds=3600) as api:
+        gate = await send(api, 1)
+        await api.runtime.live.outbox.drain()
+        assert await poll(api) == {"gate": gate}  # the view and the key are now cached
+        runtime = api.runtime
+        real_factory = runtime.session_factory
+        opened = 0
+
+        def counting_factory(*args: Any, **kwargs: Any) -> Any:
+            nonlocal opened
+            opened += 1
+            return real_factory(*args, **kwargs)
+
+        runtime.session_factory = counting_factory  # type: ignore[assignment]
+        try:
+            for _ in range(5):
+                assert await poll(api) == {"gate": gate}
+            assert opened == 0
+            # A miss (another filter) opens one, for its rebuild.
+            assert await poll(api, camera_id="gate") == {"gate": gate}
+            assert opened == 1
+        finally:
+            runtime.session_factory = real_factory
+
+
+def _sync_dependencies(dependant: Any) -> list[str]:
+    found = []
+    for dependency in dependant.dependencies:
+        call = dependency.call
+        function = call if inspect.isroutine(call) else type(call).__call__
+        if not (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
+            found.append(getattr(call, "__qualname__", repr(call)))
+        found += _sync_dependencies(dependency)
+    return found
+
+
+def test_no_dependency_runs_in_the_thread_pool(tmp_path: Path) -> None:
+    """FastAPI runs a plain `def` dependency in a worker thread: a thread hop per request
+    (it was `get_runtime`, 10% of the live endpoint's time)."""
+    from framewatch.app import create_app
+
+    def flattened(routes: list[Any]) -> Iterator[Any]:
+        for route in routes:  # included routers hold their routes (FastAPI ≥ 0.16x)
+            included = getattr(route, "original_router", None)
+            yield from flattened(included.routes) if included is not None else [route]
+
+    app = create_app(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"))
+    routes = [route for route in flattened(app.router.routes)
+              if isinstance(route, APIRoute | APIWebSocketRoute)]
+    assert any(getattr(route, "path", "") == LIVE for route in routes)
+    offenders = {route.path: found for route in routes
+                 if (found := _sync_dependencies(route.dependant))}
+    assert offenders == {}

@@ -40,6 +40,9 @@ DEMO_FPS = 2.0
 # street shows now, instead of a minute behind.
 DEMO_BUFFER_FRAMES = 4
 STATUS_LOG_SECONDS = 60.0
+# The demo is a first look, not a load: left running for days, a looping camera would add about
+# 170,000 frames a day to the database and keep a core busy with the detector.
+DEMO_RUN_SECONDS = 15 * 60.0
 
 
 @dataclass
@@ -93,7 +96,16 @@ async def start_demo_camera(app: Any, sessions: async_sessionmaker[AsyncSession]
     config = AgentConfig(api_url="http://framewatch.demo", cameras=[camera],
                          log_interval_seconds=STATUS_LOG_SECONDS)
     agent = Agent(config, key, transport=httpx.ASGITransport(app=app))
-    task = asyncio.create_task(agent.run(), name="demo camera")
-    log.info("demo camera %r: sending the street scene in %s at %g fps "
-             "(FRAMEWATCH_DEMO=0 turns it off)", DEMO_CAMERA_ID, FRAMES_DIR, DEMO_FPS)
+    task = asyncio.create_task(_run_for(agent, DEMO_RUN_SECONDS), name="demo camera")
+    log.info("demo camera %r: sending the street scene in %s at %g fps for %g minutes "
+             "(FRAMEWATCH_DEMO=0 turns it off)", DEMO_CAMERA_ID, FRAMES_DIR, DEMO_FPS,
+             DEMO_RUN_SECONDS / 60)
     return DemoCamera(agent, task)
+
+
+async def _run_for(agent: Agent, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(agent.run(), seconds)
+    except TimeoutError:
+        log.info("demo camera %r stopped after %g minutes; restart framewatch to replay it",
+                 DEMO_CAMERA_ID, seconds / 60)

@@ -2,8 +2,9 @@
 and whether that provider's circuit is open, and online/offline by a silence threshold.
 
 The database part is cached for `FRAMEWATCH_CAMERA_STATE_TTL_SECONDS` under the camera's
-generation, which new detections bump, and its last edit; online/offline is decided at each read,
-so it is exact even from the cache."""
+generation, which new detections bump, and its last edit (rebuilt once per process however many
+requests miss it at the same time); online/offline is decided at each read, so it is exact even
+from the cache."""
 
 from __future__ import annotations
 
@@ -53,12 +54,15 @@ async def camera_state(session: AsyncSession, runtime: Runtime, camera_id: str) 
     # Editing the camera (enabled, name, provider) changes `updated_at`: a new entry at once.
     key = (f"{camera.id}:{camera.created_at.timestamp()}:{camera.updated_at.timestamp()}:"
            f"{generation}")
-    cached = await runtime.cache.get(CACHE_STATE, key)
-    stored = StoredState.model_validate(cached) if cached is not None else None
-    if stored is None:
-        stored = await _stored_state(session, runtime, camera.id)
-        await runtime.cache.set(CACHE_STATE, key, stored.model_dump(mode="json"),
-                                runtime.settings.camera_state_ttl_seconds)
+
+    async def build() -> dict[str, object]:
+        # A session of its own: the rebuild is shared by every request that misses meanwhile.
+        async with runtime.session_factory() as own_session:
+            built = await _stored_state(own_session, runtime, camera.id)
+        return built.model_dump(mode="json")
+
+    stored = StoredState.model_validate(await runtime.cache.get_or_build(
+        CACHE_STATE, key, build, runtime.settings.camera_state_ttl_seconds))
     now = utcnow()
     threshold = runtime.settings.camera_offline_seconds
     online = (stored.enabled and stored.last_frame_at is not None

@@ -124,10 +124,14 @@ def serve_app(app: Any, host: str, port: int, log_level: str,
             await super().shutdown(sockets)
 
     # uvicorn pings every WebSocket client and drops those that do not answer in time.
+    # No per-message deflate: each connection has a compressor of its own, so every live
+    # message would be compressed once per client (1,000 clients × 20 messages/s), and it
+    # is sent to each as one text; a few hundred bytes of JSON a message are not worth it.
     # log_config=None: uvicorn's records go through framewatch's own logging set-up.
     server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
                                    ws_ping_interval=ws_ping_seconds,
                                    ws_ping_timeout=ws_ping_seconds,
+                                   ws_per_message_deflate=False,
                                    proxy_headers=True, forwarded_allow_ips=trusted_proxies,
                                    # SIGTERM: open requests get this long; WebSockets are closed
                                    # first, with 1012 ("service restart") and a reason, so

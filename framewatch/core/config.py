@@ -26,6 +26,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL, e.g. `postgresql+asyncpg://user@host/db`. "
         "Default: SQLite at `<data_dir>/framewatch.db`.",
     )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200,
+        description="Database connections each process keeps open; as many again are opened "
+        "for bursts.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="How long a request waits for a free database connection before it is "
+        "answered 503 (`database_busy`, with `Retry-After`).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL for the shared cache and the live stream that WebSocket "

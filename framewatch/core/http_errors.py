@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from framewatch.core.errors import FramewatchError
@@ -32,6 +34,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(IntegrityError, _integrity_error)  # type: ignore[arg-type]
+    app.add_exception_handler(PoolTimeout, _database_busy)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -39,7 +43,7 @@ def error_response(
     status: int, code: str, detail: str, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 429 and extra and "retry_after_seconds" in extra:
+    if status in (429, 503) and extra and "retry_after_seconds" in extra:
         headers = {"Retry-After": str(extra["retry_after_seconds"])}
     body = {**(extra or {}), "error": code, "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -75,6 +79,19 @@ async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
     # Two requests raced for the same unique value; the loser learns it here.
     log.info("integrity error answered as 409: %s", exc.orig)
     return error_response(409, "conflict", "the change conflicts with the stored data")
+
+
+async def _database_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+    # Every connection of the pool stayed busy for FRAMEWATCH_DATABASE_POOL_TIMEOUT_SECONDS:
+    # overload, not a fault of the request. Come back shortly (or to another instance).
+    log.warning("no free database connection: %s", exc)
+    return error_response(503, "database_busy",
+                          "the database is busy; retry in a moment", {"retry_after_seconds": 1})
+
+
+async def _client_gone(_: Request, __: ClientDisconnect) -> JSONResponse:
+    # The client hung up while its body was being read: nobody will read this answer.
+    return error_response(400, "client_disconnected", "the client closed the connection")
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,14 +1,16 @@
 """`GET /api/v1/detections/live` from the cache: the same answer for every poller for up to
 `FRAMEWATCH_LIVE_TTL_SECONDS`, rebuilt from the database on a miss. New detections for a camera
 bump its generation (framewatch.live.feed), which is part of the key, so nobody is served a view
-older than the newest processed frame."""
+older than the newest processed frame.
+
+A miss is rebuilt once per process however many polls miss at the same time (the cache's
+single-flight `get_or_build_bytes`); the rebuild opens its own database session, and a hit opens
+none."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from framewatch.detections.queries import live_view
 from framewatch.live.feed import ALL_CAMERAS, CACHE_LIVE
@@ -16,7 +18,7 @@ from framewatch.runtime import Runtime
 
 
 async def cached_live_view(
-    session: AsyncSession, runtime: Runtime, camera_id: str | None, types: list[str] | None,
+    runtime: Runtime, camera_id: str | None, types: list[str] | None,
     camera_scope: frozenset[str] | None = None,
 ) -> bytes:
     """The live view as JSON bytes (only the cameras of `camera_scope`, when given)."""
@@ -26,11 +28,12 @@ async def cached_live_view(
     key = json.dumps([camera_id, generation, types or [], scope], separators=(",", ":"))
     if len(key) > 200:  # a key scoped to many cameras: a digest of it
         key = hashlib.sha256(key.encode()).hexdigest()
-    cached = await runtime.cache.get_bytes(CACHE_LIVE, key)
-    if cached is not None:
-        return cached
-    view = await live_view(session, window_seconds=runtime.settings.live_window_seconds,
-                          camera_id=camera_id, types=types, camera_scope=camera_scope)
-    data = view.model_dump_json().encode()
-    await runtime.cache.set_bytes(CACHE_LIVE, key, data, runtime.settings.live_ttl_seconds)
-    return data
+
+    async def build() -> bytes:
+        async with runtime.session_factory() as session:
+            view = await live_view(session, window_seconds=runtime.settings.live_window_seconds,
+                                   camera_id=camera_id, types=types, camera_scope=camera_scope)
+        return view.model_dump_json().encode()
+
+    return await runtime.cache.get_or_build_bytes(CACHE_LIVE, key, build,
+                                                  runtime.settings.live_ttl_seconds)

@@ -76,7 +76,6 @@ async def send_frame(
 
 @router.get("/live", response_model=LiveView, responses={**AUTH_ERRORS, **error_responses(400)})
 async def live(
-    session: Session,
     runtime: RuntimeDep,
     principal: DetectionsReader,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -84,9 +83,10 @@ async def live(
 ) -> Response:
     """Per camera, the detections of its most recent frame within the live window (cached for
     `FRAMEWATCH_LIVE_TTL_SECONDS`; new detections invalidate it at once)."""
+    # No `Session` here: a cache hit needs no database, and a miss's rebuild opens its own.
     if camera_id is not None:
         principal.check_camera(camera_id)
-    data = await cached_live_view(session, runtime, camera_id, service.parse_types(types),
+    data = await cached_live_view(runtime, camera_id, service.parse_types(types),
                                   principal.camera_scope)
     return Response(data, media_type="application/json")
 

@@ -2,20 +2,38 @@
 
 Values are JSON. Keys are `<prefix>:<kind>:<key>`. A Redis that is down never fails a request:
 the read counts as a miss, the error is counted and logged, and the next call tries again.
+
+`get_or_build` rebuilds a missing value once per process however many requests miss it at the
+same time (single-flight): without it, every request in flight when an entry expires or is
+invalidated rebuilds it from the database — a stampede that made the live endpoint's p99.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from framewatch.core.errors import FramewatchError
+
 log = logging.getLogger(__name__)
+
+# How long one rebuild may take before it is abandoned (and its waiters answered 503): longer
+# than a database pool wait (FRAMEWATCH_DATABASE_POOL_TIMEOUT_SECONDS, 10 s by default), so that a
+# busy database answers with its own error first.
+REBUILD_TIMEOUT_SECONDS = 30.0
+
+
+class RebuildTimedOut(FramewatchError):
+    status_code = 503
+    code = "cache_rebuild_timeout"
 
 
 class CacheBackend(Protocol):
@@ -102,14 +120,29 @@ class RedisBackend:
 
 
 class LiveCache:
-    """JSON values by kind and key, with hit/miss/error counters per kind."""
+    """JSON values by kind and key, with counters per kind:
 
-    def __init__(self, backend: CacheBackend, prefix: str = "framewatch") -> None:
+    - `hits`: answered without building — from the stored entry, or (with `get_or_build`) by
+      waiting for the rebuild another request of this process had already started;
+    - `coalesced`: those of the hits that waited for another request's rebuild;
+    - `misses`: the value was not stored (with `get_or_build`: this request built it);
+    - `errors`: backend calls that failed (Redis down), each also a miss when it was a read.
+
+    So hits + misses is every lookup, and misses is the work done on the database.
+    """
+
+    def __init__(self, backend: CacheBackend, prefix: str = "framewatch",
+                 rebuild_timeout_seconds: float = REBUILD_TIMEOUT_SECONDS) -> None:
         self.backend = backend
         self.prefix = prefix
+        self.rebuild_timeout_seconds = rebuild_timeout_seconds
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
+        self.coalesced: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        # Rebuilds in flight in this process, by full key: the requests that miss the same key
+        # meanwhile await the same task instead of starting their own.
+        self._rebuilds: dict[str, asyncio.Task[bytes]] = {}
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}:{kind}:{key}"
@@ -128,16 +161,90 @@ class LiveCache:
 
     async def get_bytes(self, kind: str, key: str) -> bytes | None:
         """A value stored with `set_bytes`, as is (no JSON decoding: the fast path)."""
-        try:
-            raw = await self.backend.get(self._key(kind, key))
-        except RedisError as exc:
-            self._degraded(kind, "get", exc)
-            raw = None
+        raw = await self._read(kind, self._key(kind, key))
         if raw is None:
             self.misses[kind] += 1
             return None
         self.hits[kind] += 1
         return raw
+
+    async def get_or_build_bytes(self, kind: str, key: str,
+                                 build: Callable[[], Awaitable[bytes]],
+                                 ttl_seconds: float) -> bytes:
+        """The value of (kind, key); when missing, `build()` makes it and it is stored for
+        `ttl_seconds` — one `build` at a time per key in this process: requests that miss while
+        it runs wait for it and get its value, or its exception.
+
+        The build runs in a task of its own, so a caller that goes away (cancelled) neither
+        cancels it nor leaves the others waiting; it gives up after `rebuild_timeout_seconds`
+        (`RebuildTimedOut`, 503), so nobody waits forever. `build` must therefore not use
+        anything that belongs to the calling request (its database session): it opens its own.
+        """
+        full_key = self._key(kind, key)
+        raw = await self._read(kind, full_key)
+        if raw is not None:
+            self.hits[kind] += 1
+            return raw
+        # No await from here to the registration: two requests cannot both see no rebuild.
+        rebuild = self._rebuilds.get(full_key)
+        if rebuild is None:
+            self.misses[kind] += 1
+            rebuild = asyncio.create_task(self._rebuild(kind, full_key, build, ttl_seconds),
+                                          name=f"cache rebuild {full_key}")
+            self._rebuilds[full_key] = rebuild
+            rebuild.add_done_callback(lambda task: self._rebuild_done(full_key, task))
+        else:
+            self.hits[kind] += 1
+            self.coalesced[kind] += 1
+        # shield: a waiter that is cancelled stops waiting; the rebuild goes on for the others.
+        return await asyncio.shield(rebuild)
+
+    async def get_or_build(self, kind: str, key: str, build: Callable[[], Awaitable[Any]],
+                           ttl_seconds: float) -> Any:
+        """`get_or_build_bytes` for JSON values."""
+        async def build_json() -> bytes:
+            return json.dumps(await build()).encode()
+
+        return json.loads(await self.get_or_build_bytes(kind, key, build_json, ttl_seconds))
+
+    async def close(self) -> None:
+        """Stop the rebuilds in flight (their waiters get CancelledError) and the backend."""
+        rebuilds = list(self._rebuilds.values())
+        for task in rebuilds:
+            task.cancel()
+        await asyncio.gather(*rebuilds, return_exceptions=True)
+        await self.backend.close()
+
+    async def _rebuild(self, kind: str, full_key: str, build: Callable[[], Awaitable[bytes]],
+                       ttl_seconds: float) -> bytes:
+        try:
+            value = await asyncio.wait_for(build(), self.rebuild_timeout_seconds)
+        except TimeoutError:
+            log.warning("cache %s: rebuilding %s took over %.0f s; abandoned",
+                        kind, full_key, self.rebuild_timeout_seconds)
+            raise RebuildTimedOut(
+                f"the {kind} view could not be rebuilt within "
+                f"{self.rebuild_timeout_seconds:g} s; retry in a moment",
+                retry_after_seconds=1,
+            ) from None
+        try:
+            await self.backend.set(full_key, value, ttl_seconds)
+        except RedisError as exc:
+            self._degraded(kind, "set", exc)
+        return value
+
+    def _rebuild_done(self, full_key: str, task: asyncio.Task[bytes]) -> None:
+        if self._rebuilds.get(full_key) is task:
+            del self._rebuilds[full_key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: its waiters may all have gone away
+
+    async def _read(self, kind: str, full_key: str) -> bytes | None:
+        try:
+            return await self.backend.get(full_key)
+        except RedisError as exc:
+            self._degraded(kind, "get", exc)
+            return None
 
     async def set_bytes(self, kind: str, key: str, value: bytes, ttl_seconds: float) -> None:
         try:
@@ -180,6 +287,7 @@ class LiveCache:
             kind: {
                 "hits": self.hits[kind],
                 "misses": self.misses[kind],
+                "coalesced": self.coalesced[kind],
                 "errors": self.errors[kind],
             }
             for kind in sorted(kinds)

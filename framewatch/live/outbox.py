@@ -74,12 +74,19 @@ class Outbox:
     async def _run(self, queue: asyncio.Queue[list[Outgoing]]) -> None:
         while True:
             messages = await queue.get()
+            taken = 1
+            # Everything committed meanwhile goes out together, in commit order: a publisher
+            # that fell behind catches up in one round of invalidations and one of publishing.
+            while not queue.empty():
+                messages = messages + queue.get_nowait()
+                taken += 1
             try:
                 await self._publish(messages)
             except Exception:  # the live view is best effort; the database has everything
                 log.exception("publishing %d live messages failed", len(messages))
             finally:
-                queue.task_done()
+                for _ in range(taken):
+                    queue.task_done()
 
 
 def outbox_session_class(outbox: Outbox) -> type[Session]:

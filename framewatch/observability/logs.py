@@ -52,3 +52,5 @@ def configure_logging(level: str, log_format: str) -> None:
         logging.getLogger(name).propagate = True
     # Alembic talks at INFO whenever the schema version is read; only `migrate` lets it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request it makes at INFO: a line per provider call and per demo frame.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -77,7 +77,7 @@ def cache_metrics(stats: Callable[[], dict[str, dict[str, int]]]) -> ReadAtScrap
         families = {
             what: CounterMetricFamily(f"framewatch_cache_{what}", f"Cache {what} by kind.",
                                       labels=["kind"])
-            for what in ("hits", "misses", "errors")
+            for what in ("hits", "misses", "coalesced", "errors")
         }
         for kind, counts in stats().items():
             for what, family in families.items():

@@ -46,8 +46,10 @@ class QueueFigures(BaseModel):
 
 
 class CacheFigures(BaseModel):
-    hits: int
-    misses: int
+    hits: int = Field(description="Answered without a rebuild (coalesced ones included).")
+    misses: int = Field(description="Rebuilt from the database.")
+    coalesced: int = Field(default=0, description="Hits that waited for a rebuild another "
+                           "request of this process had started.")
     errors: int
     hit_rate: float | None
 

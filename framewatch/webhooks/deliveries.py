@@ -65,7 +65,6 @@ def claimable(now: datetime) -> ColumnElement[bool]:
 
 async def claim_due(
     session: AsyncSession, worker_id: str, lease: timedelta, limit: int,
-    only_id: int | None = None,
 ) -> list[WebhookDelivery]:
     """Take up to `limit` due or orphaned deliveries, oldest due first (PostgreSQL: skipping
     rows other workers are claiming right now)."""
@@ -77,9 +76,6 @@ async def claim_due(
         # Materialised: run once (see claim_due_items in framewatch/queue/service.py).
         .cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    if only_id is not None:
-        due = (select(WebhookDelivery.id).where(WebhookDelivery.id == only_id, claimable(now))
-               .cte("due"))
     statement = (
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(select(due.c.id)), claimable(now))

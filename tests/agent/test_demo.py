@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from framewatch.agent import demo
 from framewatch.agent.demo import DEMO_CAMERA_ID, DEMO_KEY_NAME, FRAMES_DIR
 from framewatch.app import create_app
 from framewatch.core.config import Settings
@@ -122,3 +123,21 @@ async def test_framewatch_demo_0_turns_it_off(
         tasks = running_task_names()
     assert (camera, key, frames) == (None, None, 0)
     assert "demo camera" not in tasks
+
+
+async def test_the_demo_camera_stops_by_itself_after_its_run_time(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first look, not a load left running for days (15 minutes in `make run`).
+    monkeypatch.setattr(demo, "DEMO_RUN_SECONDS", 3.0)
+    settings = demo_settings(tmp_path, sqlite_url, monkeypatch, "1")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        deadline = time.monotonic() + 60
+        while "demo camera" in running_task_names():
+            assert time.monotonic() < deadline, "the demo camera is still running"
+            await asyncio.sleep(0.1)
+        _, _, sent, _ = await demo_rows(app.state.runtime)
+        await asyncio.sleep(1.5)  # more than two frames' time at 2 fps: nothing more comes
+        _, _, later, _ = await demo_rows(app.state.runtime)
+    assert later == sent  # (that frames do flow meanwhile: the test above)

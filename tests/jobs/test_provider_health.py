@@ -225,3 +225,30 @@ async def test_run_job_records_when_the_check_ran_and_what_it_found(
 async def event_types_of(api: Api) -> list[str]:
     async with api.runtime.session_factory() as session:
         return await event_types(session, *BREAKER_EVENTS)
+
+
+async def test_the_builtin_detector_is_checked_only_while_something_uses_it(
+    tmp_path: Path, sqlite_url: str, flaky: tuple[FlakyProvider, str]
+) -> None:
+    apps = start_api(make_settings(tmp_path, sqlite_url, **QUIET))
+    api = await anext(apps)
+    try:
+        # The seeded built-in detector stops being the default: nothing uses it.
+        response = await api.client.post("/api/v1/providers", headers=api.auth("admin"),
+                                          json=flaky_provider_body(flaky[1]))
+        assert response.status_code == 201, response.text
+        unused = await check_providers(api.runtime)
+        assert unused["checked"] == 1 and set(unused["providers"]) == {"flaky"}
+
+        async with api.runtime.session_factory() as session:
+            builtin_id = await session.scalar(select(DetectionProviderConfig.id)
+                                              .where(DetectionProviderConfig.name == "builtin"))
+        response = await api.client.post("/api/v1/cameras", headers=api.auth("admin"),
+                                         json={"id": "lobby", "name": "Lobby",
+                                               "provider_id": builtin_id})
+        assert response.status_code == 201, response.text
+        used = await check_providers(api.runtime)
+        assert set(used["providers"]) == {"builtin", "flaky"}
+        assert used["providers"]["builtin"]["ok"] is True
+    finally:
+        await anext(apps, None)

@@ -44,7 +44,7 @@ from tests.queue.scenario import small_frame
 from tests.support.servers import serve_app
 
 WS_PATH = "/api/v1/detections/ws"
-RECV_TIMEOUT = 5.0
+RECV_TIMEOUT = 30.0  # generous: the whole suite may run on a loaded 2-core machine
 CAMERAS = ("gate", "yard")
 SETUP_MESSAGES = 6
 
@@ -83,11 +83,12 @@ def provider_body(url: str) -> dict[str, Any]:
 @contextmanager
 def serve_tuned(app: Any, *, ping_seconds: float | None = None,
                 send_buffer: int | None = None) -> Iterator[str]:
-    """Like `tests.support.servers.serve_app`, plus what that one leaves at uvicorn's defaults:
-    the WebSocket keepalive set the way `framewatch serve` sets it (a ping every `ping_seconds`,
-    a peer silent for as long is dropped), and a fixed kernel send buffer of `send_buffer` bytes
-    per connection (Linux copies it from the listening socket), so that a client that stops
-    reading backs up into the server after kilobytes instead of the megabytes autotuning allows.
+    """Like `tests.support.servers.serve_app`, with the WebSocket settings of `framewatch serve`
+    (framewatch/cli/common.py) where that one leaves uvicorn's defaults: a keepalive ping every
+    `ping_seconds` (a peer silent for as long is dropped), and no per-message deflate. Also
+    `send_buffer`: a fixed kernel send buffer of that many bytes per connection (Linux copies it
+    from the listening socket), so that a client that stops reading backs up into the server
+    after kilobytes instead of the megabytes autotuning allows.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,7 +98,8 @@ def serve_tuned(app: Any, *, ping_seconds: float | None = None,
     port = sock.getsockname()[1]
     ping = 20.0 if ping_seconds is None else ping_seconds  # uvicorn's default otherwise
     config = uvicorn.Config(app, log_level="warning", lifespan="on",
-                            ws_ping_interval=ping, ws_ping_timeout=ping)
+                            ws_ping_interval=ping, ws_ping_timeout=ping,
+                            ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -276,10 +278,8 @@ async def live_server(tmp_path: Path, database_url: str, *, ping_seconds: float 
     settings = make_settings(tmp_path, database_url, log_level="WARNING",
                              **{**QUIET, **overrides})
     app = create_app(settings)
-    tuned = ping_seconds is not None or send_buffer is not None
     with serve_app(provider.app()) as provider_url, \
-            (serve_tuned(app, ping_seconds=ping_seconds, send_buffer=send_buffer) if tuned
-             else serve_app(app)) as base_url:
+            serve_tuned(app, ping_seconds=ping_seconds, send_buffer=send_buffer) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             server = LiveServer(base_url, http, provider)
             await server.setup(provider_url)

@@ -192,6 +192,16 @@ async def test_clients_on_both_instances_see_the_worker_and_the_other_instance(
     assert from_b[0][0]["id"] > from_worker[0][-1]["id"]
 
 
+async def test_serve_declines_per_message_deflate(instances: dict[str, LiveServer]) -> None:
+    """The client offers permessage-deflate (the `websockets` default, as browsers do);
+    `framewatch serve` does not take it: messages go out as plain text frames."""
+    async with instances["A"].ws(compression="deflate") as ws:
+        assert ws.connection.request is not None and ws.connection.response is not None
+        assert "permessage-deflate" in ws.connection.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.connection.response.headers
+        assert await ws.request({"type": "ping"}, "pong") == {"type": "pong"}
+
+
 async def test_a_client_comes_back_on_the_other_instance_and_resumes(
     instances: dict[str, LiveServer],
 ) -> None:
