@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from framewatch.auth.dependencies import StatsReader
 from framewatch.core.database import utcnow
-from framewatch.core.dependencies import RuntimeDep, Session
+from framewatch.core.dependencies import RuntimeDep
 from framewatch.core.errors import BadRequest
 from framewatch.core.openapi import AUTH_ERRORS, error_responses
 from framewatch.core.pagination import in_utc, refuse_nul
@@ -26,7 +26,6 @@ MAX_RANGE = timedelta(days=400)
 @router.get("/statistics", response_model=Statistics,
             responses={**AUTH_ERRORS, **error_responses(400)})
 async def get_statistics(
-    session: Session,
     runtime: RuntimeDep,
     principal: StatsReader,
     since: AwareDatetime | None = None,
@@ -57,11 +56,16 @@ async def get_statistics(
     last = end.isoformat() if until else f"now@{now:%Y-%m-%dT%H:%M}"
     cameras = json.dumps([camera_id, sorted(scope) if scope is not None else None])
     key = f"{hashlib.sha256(cameras.encode()).hexdigest()[:32]}:{bucket}:{first}/{last}"
-    cached = await runtime.cache.get(CACHE_STATS, key)
-    if cached is not None:
-        return Statistics.model_validate(cached)
-    answer = await statistics(session, since=start, until=end, camera_id=camera_id,
-                              bucket=bucket, cache=runtime.cache.stats(), camera_scope=scope)
-    await runtime.cache.set(CACHE_STATS, key, answer.model_dump(mode="json"),
-                            runtime.settings.stats_ttl_seconds)
-    return answer
+
+
+    async def build() -> dict[str, object]:
+        # Its own session, opened only on a miss; requests that miss the same key meanwhile
+        # wait for this one rebuild (single flight) instead of each summing the roll-ups.
+        async with runtime.session_factory() as session:
+            answer = await statistics(session, since=start, until=end, camera_id=camera_id,
+                                      bucket=bucket, cache=runtime.cache.stats(),
+                                      camera_scope=scope)
+        return answer.model_dump(mode="json")
+
+    return Statistics.model_validate(await runtime.cache.get_or_build(
+        CACHE_STATS, key, build, runtime.settings.stats_ttl_seconds))

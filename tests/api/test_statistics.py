@@ -299,6 +299,20 @@ async def test_a_second_call_within_the_ttl_is_served_from_the_cache(
             assert one == two
 
 
+async def test_concurrent_misses_of_one_range_sum_the_roll_ups_once(
+    tmp_path: Path, any_database_url: str, flaky_url: str
+) -> None:
+    async with stats_api(tmp_path, any_database_url, flaky_url) as api:
+        await build(api)
+        before = api.runtime.cache.stats().get("stats", {"hits": 0, "misses": 0})
+        answers = await asyncio.gather(*(get(api, RANGE) for _ in range(12)))
+        after = api.runtime.cache.stats()["stats"]
+        assert all(answer == answers[0] for answer in answers)
+        assert answers[0]["detections"] == 9
+        assert after["misses"] == before["misses"] + 1  # one rebuild for the twelve
+        assert after["hits"] == before["hits"] + 11
+
+
 async def test_a_call_after_the_ttl_recomputes(
     tmp_path: Path, any_database_url: str, flaky_url: str
 ) -> None:
