@@ -12,6 +12,7 @@ no more than FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -160,6 +161,22 @@ def start_serve(env: Mapping[str, str], log_dir: Path, name: str = "serve") -> t
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/healthz", proc)
     return proc, url
+
+
+def fresh_serve(data: Path, database_url: str | None, redis_url: str | None, log_dir: Path,
+                name: str) -> tuple[Proc, str, str]:
+    """`framewatch serve` on an empty database (`database_url` recreated, or SQLite under `data`
+    when None) and an empty Redis (flushed, when given), migrated: (process, URL, database)."""
+    if database_url is None:
+        database_url = f"sqlite+aiosqlite:///{data / 'framewatch.db'}"
+    else:
+        asyncio.run(recreate_database(database_url))
+    env = framewatch_env(data, database_url, redis_url)
+    if redis_url:
+        flush_redis(redis_url)
+    migrate(env)
+    serve, url = start_serve(env, log_dir, name)
+    return serve, url, database_url
 
 
 def start_provider(log_dir: Path) -> tuple[Proc, str]:

@@ -38,14 +38,12 @@ from bench.common import (
     REDIS,
     cache_counts,
     flush_redis,
-    framewatch_env,
+    fresh_serve,
     machine,
-    migrate,
     recreate_database,
     send_frame,
     set_up_api,
     start_provider,
-    start_serve,
     verdict,
 )
 from bench.live_endpoint import WRK_REPORT, Run, httpx_load, wrk
@@ -91,16 +89,9 @@ def backend_run(args: argparse.Namespace, backend: str, view: str, work: Path,
                 provider_url: str) -> None:
     redis_url = args.redis_url if backend == "redis" else None
     data = work / f"{backend}-{view}"
-    database = args.database_url
-    if args.database == "sqlite":
-        database = f"sqlite+aiosqlite:///{data / 'framewatch.db'}"
-    else:
-        asyncio.run(recreate_database(database))
-    env = framewatch_env(data, database, redis_url)
-    if redis_url:
-        flush_redis(redis_url)
-    migrate(env)
-    serve, url = start_serve(env, work / "logs", f"serve-{backend}-{view}")
+    serve, url, database = fresh_serve(
+        data, None if args.database == "sqlite" else args.database_url, redis_url,
+        work / "logs", f"serve-{backend}-{view}")
     try:
         cameras = [f"cam-{index:02d}" for index in range(args.cameras)]
 

@@ -53,15 +53,13 @@ from bench.common import (
     REDIS,
     cpu_seconds,
     flush_redis,
-    framewatch_env,
+    fresh_serve,
     machine,
-    migrate,
     percentile,
     recreate_database,
     send_frame,
     set_up_api,
     start_provider,
-    start_serve,
     verdict,
 )
 
@@ -255,16 +253,9 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
     were refused."""
     redis_url = args.redis_url if backend == "redis" else None
     data = work / backend
-    database = args.database_url
-    if args.database == "sqlite":
-        database = f"sqlite+aiosqlite:///{data / 'framewatch.db'}"
-    else:
-        asyncio.run(recreate_database(database))
-    env = framewatch_env(data, database, redis_url)
-    if redis_url:
-        flush_redis(redis_url)
-    migrate(env)
-    serve, url = start_serve(env, work / "logs", f"serve-{backend}")
+    serve, url, database = fresh_serve(
+        data, None if args.database == "sqlite" else args.database_url, redis_url,
+        work / "logs", f"serve-{backend}")
     workers: list[tuple[subprocess.Popen[str], Path]] = []
     try:
         cameras = [f"cam-{index:02d}" for index in range(args.cameras)]
