@@ -77,7 +77,6 @@ def record_event(
 ) -> DetectionEventLog:
     """Add an event to the session; it is committed with the caller's transaction."""
     payload = _storable(payload or {})
-    message = _storable(message)
     if detection_types is None and isinstance(payload.get("counts"), dict):
         detection_types = [kind for kind, count in payload["counts"].items() if count]
     context = current_request.get()
@@ -87,28 +86,22 @@ def record_event(
         detection_types=f",{','.join(sorted(detection_types))}," if detection_types else None,
         event_type=event_type.value,
         severity=severity.value,
-        camera_id=_no_nul(camera_id),
+        camera_id=_storable(camera_id),
         frame_id=frame_id,
         detection_id=detection_id,
-        provider=_no_nul(provider),
+        provider=_storable(provider),
         person_id=person_id,
-        actor=_no_nul(actor),
-        message=_no_nul(message),
+        actor=_storable(actor),
+        message=_storable(message),
         payload=payload,
     )
     session.add(event)
     return event
 
 
-def _no_nul(text: str | None) -> str | None:
-    # A message may quote a request's path, which may hold a NUL: PostgreSQL refuses one in text
-    # (the JSON payload keeps it, escaped).
-    return text.replace("\x00", "\\x00") if text is not None else None
-
-
 def _storable(value: Any) -> Any:
-    """`value` without NUL characters, which PostgreSQL cannot store in text or JSON (an event
-    may quote a hostile request: it must still be written)."""
+    """`value` with NUL characters escaped: PostgreSQL cannot store them in text or JSON, and
+    an event may quote a hostile request (a path, a camera id) that must still be written."""
     if isinstance(value, str):
         return value.replace("\x00", "\\0")
     if isinstance(value, dict):
