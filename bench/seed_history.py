@@ -36,6 +36,8 @@ from bench.common import POSTGRES, framewatch_env, migrate, recreate_database
 
 DEFAULT_DATABASE = f"{POSTGRES}/framewatch_bench_history"
 TABLES = ("frames", "detections", "detection_event_logs")
+ROLL_UPS = ("detection_stats_hourly", "provider_stats_hourly", "detection_stats_daily",
+            "provider_stats_daily", "detection_series_hourly")
 PROVIDER = "deepstack-main"
 MODEL = "yolov5s"
 # (type, label, share): what cameras at gates and car parks see.
@@ -245,13 +247,13 @@ async def seed(url: str, rows: int, cameras: int = 100, days: int = 30, per_fram
     phase(f"roll-up job (aggregate_stats, {result['hours_recomputed']} hours)")
     connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        for table in (*TABLES, "detection_stats_hourly", "provider_stats_hourly"):
+        for table in (*TABLES, *ROLL_UPS):
             await connection.execute(f"VACUUM ANALYZE {table}")
         phase("VACUUM ANALYZE")
         sizes = await connection.fetch(
             "SELECT relname, pg_total_relation_size(oid) AS bytes, reltuples::bigint AS n "
             "FROM pg_class WHERE relname = ANY($1) ORDER BY relname",
-            [*TABLES, "detection_stats_hourly", "provider_stats_hourly"])
+            [*TABLES, *ROLL_UPS])
     finally:
         await connection.close()
     timings["total"] = time.monotonic() - began

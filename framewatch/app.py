@@ -23,6 +23,7 @@ from framewatch.core.http_errors import RequestLimits, install_error_handlers
 from framewatch.core.openapi import document_body_errors
 from framewatch.core.ratelimit import SEND_FRAME_PATH, RateLimitMiddleware
 from framewatch.dashboard import router as dashboard_router
+from framewatch.detections.router import hot_router as hot_detections_router
 from framewatch.detections.router import router as detections_router
 from framewatch.events.router import router as events_router
 from framewatch.frames.router import router as frames_router
@@ -130,11 +131,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the request id and the timing cover everything, refusals included.
     app.add_middleware(RequestObservability)
     # The queue, events, statistics and WebSocket routes share the /api/v1/detections prefix
-    # and must match before `/detections/{detection_id}`.
-    for router in (health_router, queue_router, events_router, stats_router, live_router,
-                   detections_router, providers_router, cameras_router, frames_router,
-                   keys_router, retention_router, persons_router, metrics_router,
-                   webhooks_router):
+    # and must match before `/detections/{detection_id}`; send-frame and the live view first
+    # of all (FastAPI tries the routes in order).
+    for router in (hot_detections_router, health_router, queue_router, events_router,
+                   stats_router, live_router, detections_router, providers_router,
+                   cameras_router, frames_router, keys_router, retention_router,
+                   persons_router, metrics_router, webhooks_router):
         app.include_router(router)
     # The dashboard's page and static files: public, not API routes (framewatch/dashboard).
     app.router.routes.extend(dashboard_router.routes)

@@ -25,7 +25,8 @@ REDIS_ENV = "FRAMEWATCH_TEST_REDIS_URL"
 AMQP_ENV = "FRAMEWATCH_TEST_AMQP_URL"
 TABLES = ("detections", "detection_processing_queue", "frames", "cameras",
           "detection_provider_configs", "detection_event_logs", "api_keys", "provider_health",
-          "queue_workers", "detection_stats_hourly", "provider_stats_hourly", "job_runs",
+          "queue_workers", "detection_stats_hourly", "provider_stats_hourly",
+          "detection_stats_daily", "provider_stats_daily", "detection_series_hourly", "job_runs",
           "persons", "person_faces", "person_subjects", "gallery_version",
           "webhook_subscriptions", "webhook_deliveries")
 

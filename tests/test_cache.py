@@ -53,6 +53,30 @@ async def test_delete_invalidates(cache: LiveCache) -> None:
     assert await cache.get("live", "gate") is None
 
 
+async def test_an_entry_at_a_generation_is_invalidated_by_a_bump(cache: LiveCache) -> None:
+    builds: list[str] = []
+
+    def building(value: str) -> Callable[[], Awaitable[bytes]]:
+        async def build() -> bytes:
+            builds.append(value)
+            return value.encode()
+        return build
+
+    get = cache.get_or_build_at_generation
+    assert await get("live", "gate", "all", building("v1"), ttl_seconds=60) == b"v1"
+    assert await get("live", "gate", "all", building("unused"), ttl_seconds=60) == b"v1"
+    # Stored under the generation it was built at: the counter is unset, so "0".
+    assert await cache.get_bytes("live", "0:all") == b"v1"
+    await cache.bump("live", "yard")  # another camera's generation: nothing changes here
+    assert await get("live", "gate", "all", building("unused"), ttl_seconds=60) == b"v1"
+    await cache.bump("live", "gate")
+    assert await cache.generation("live", "gate") == "1"
+    assert await get("live", "gate", "all", building("v2"), ttl_seconds=60) == b"v2"
+    assert await get("live", "gate", "other", building("v3"), ttl_seconds=60) == b"v3"
+    assert builds == ["v1", "v2", "v3"]
+    assert cache.stats()["live"] == {"hits": 3, "misses": 3, "coalesced": 0, "errors": 0}
+
+
 async def test_memory_backend_evicts_least_recently_used() -> None:
     cache = LiveCache(MemoryBackend(max_entries=2))
     await cache.set("k", "a", 1, 10)

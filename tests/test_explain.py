@@ -1,5 +1,6 @@
 """Query plans on PostgreSQL for the read paths, on a modest data set (20k frames, detections
-and events over 100 cameras and four weeks, 20k roll-up rows of each kind).
+and events over 100 cameras and four weeks, 20k hourly roll-up rows of each kind and their daily
+and series sums).
 
 The SQL is the exact SQL the app issues: each endpoint (and the roll-up job) is called for real
 while a `before_cursor_execute` listener records the statements and their parameters, which are
@@ -33,7 +34,9 @@ pytestmark = pytest.mark.postgres
 QUIET = {"provider_check_seconds": 3600, "stats_interval_seconds": 3600,
          "cleanup_interval_seconds": 3600, "live_window_seconds": 600}
 RAW_TABLES = ("detections", "detection_event_logs", "frames")
-ROLL_UPS = ("detection_stats_hourly", "provider_stats_hourly")
+HOURLY = ("detection_stats_hourly", "provider_stats_hourly")
+DAILY = ("detection_stats_daily", "provider_stats_daily")
+ROLL_UPS = (*HOURLY, *DAILY, "detection_series_hourly")
 CAMERA = "cam007"
 
 SEED = [
@@ -89,6 +92,22 @@ SEED = [
               'cam' || lpad(c::text, 3, '0'), 'flaky', 3, 1, 0, 60.0,
               0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0
        FROM generate_series(0, 199) AS h, generate_series(0, 99) AS c""",
+    # Their sums by UTC day and over cameras, as the roll-up job (and migration 0008) writes.
+    """INSERT INTO detection_stats_daily
+       SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', camera_id,
+              type, label, sum(detections), sum(confidence_sum)
+       FROM detection_stats_hourly GROUP BY 1, camera_id, type, label""",
+    """INSERT INTO provider_stats_daily
+       SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', camera_id,
+              provider, sum(frames), sum(errors), sum(dead_letters), sum(latency_ms_sum),
+              sum(latency_bucket_0), sum(latency_bucket_1), sum(latency_bucket_2),
+              sum(latency_bucket_3), sum(latency_bucket_4), sum(latency_bucket_5),
+              sum(latency_bucket_6), sum(latency_bucket_7), sum(latency_bucket_8),
+              sum(latency_bucket_9), sum(latency_bucket_10)
+       FROM provider_stats_hourly GROUP BY 1, camera_id, provider""",
+    """INSERT INTO detection_series_hourly
+       SELECT bucket_start, type, sum(detections) FROM detection_stats_hourly
+       GROUP BY bucket_start, type""",
     # The roll-up ran a minute ago: its next run reads only what is newer.
     f"""INSERT INTO job_runs (name, cursor, last_result)
         VALUES ('{JOB_NAME}', now() - interval '1 minute', '{{}}')""",
@@ -115,24 +134,38 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def seeded_url(request: pytest.FixtureRequest) -> str:
+def seeded_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The test database, emptied, seeded and analysed once for this module."""
     url = postgres_emptied(request)
+    # Not (yet) emptied by `postgres_emptied`: emptied here, before and after.
+    coarse = [t for t in ROLL_UPS if t not in TABLES]
 
     async def seed() -> None:
         engine = create_engine(url)
         try:
             async with engine.begin() as connection:
+                for table in coarse:
+                    await connection.execute(text(f"DELETE FROM {table}"))
                 for statement in SEED:
                     await connection.execute(text(statement))
             async with engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await connection.execute(text(f"ANALYZE {', '.join(TABLES)}"))
+                await connection.execute(text(f"ANALYZE {', '.join([*TABLES, *coarse])}"))
+        finally:
+            await engine.dispose()
+
+    async def empty() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                for table in coarse:
+                    await connection.execute(text(f"DELETE FROM {table}"))
         finally:
             await engine.dispose()
 
     asyncio.run(seed())
-    return url
+    yield url
+    asyncio.run(empty())
 
 
 @pytest.fixture
@@ -161,8 +194,10 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 Plans = list[tuple[str, dict[str, Any]]]
 
 
-async def plans_of(api: Api, recorder: Recorder, action: Callable[[], Awaitable[Any]]) -> Plans:
-    """Run `action`, then EXPLAIN each SELECT it sent that reads a raw or roll-up table."""
+async def plans_of(api: Api, recorder: Recorder, action: Callable[[], Awaitable[Any]],
+                   *, inserts: bool = False) -> Plans:
+    """Run `action`, then EXPLAIN each SELECT it sent that reads a raw or roll-up table (and,
+    with `inserts`, each INSERT … SELECT)."""
     recorder.statements.clear()
     recorder.recording = True
     try:
@@ -173,7 +208,8 @@ async def plans_of(api: Api, recorder: Recorder, action: Callable[[], Awaitable[
     async with api.runtime.engine.connect() as connection:
         for statement in recorder.statements:
             sql = statement.sql.lstrip()
-            if not sql.upper().startswith("SELECT") or not tables_of(sql):
+            kinds = ("SELECT", "INSERT") if inserts else ("SELECT",)
+            if not sql.upper().startswith(kinds) or not tables_of(sql):
                 continue
             result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}",
                                                       statement.parameters)
@@ -308,13 +344,43 @@ async def test_statistics_read_only_roll_ups_by_index(seeded: tuple[Api, Recorde
                    {"since": since, "bucket": "day"}):
         plans = await plans_of(api, recorder,
                                viewer_get(api, "/api/v1/detections/statistics", **params))
-        assert {t for sql, _ in plans for t in tables_of(sql)} == set(ROLL_UPS), show(plans)
-        assert len(plans) == 6, show(plans)
-        assert not seq_scans(plans, ROLL_UPS), f"{params}\n{show(plans)}"
+        assert {t for sql, _ in plans for t in tables_of(sql)} <= set(ROLL_UPS), show(plans)
+        # Detections by camera, type and label; the series; providers by camera.
+        assert len(plans) == 3, show(plans)
+        # The series over every camera (a row per hour and type: 200 here) may be read whole.
+        assert not seq_scans(plans, HOURLY + DAILY), f"{params}\n{show(plans)}"
         if "camera_id" in params:
             used = {n.get("Index Name") for _, plan in plans for n in nodes(plan)}
             assert {"ix_detection_stats_camera_bucket",
                     "ix_provider_stats_camera_bucket"} <= used, show(plans)
+
+
+async def test_long_ranges_read_whole_days_from_the_daily_roll_ups(
+    seeded: tuple[Api, Recorder]
+) -> None:
+    """30 days: the hourly rows are read by index for the edges only, the series over every
+    camera from `detection_series_hourly`; with a camera, every table by its camera index. (The
+    daily rows of all cameras, all in range here, are rightly read whole.)"""
+    api, recorder = seeded
+    since = (utcnow() - timedelta(days=30)).isoformat()
+    for params in ({"since": since}, {"since": since, "bucket": "day"},
+                   {"since": since, "camera_id": CAMERA},
+                   {"since": since, "camera_id": CAMERA, "bucket": "day"}):
+        plans = await plans_of(api, recorder,
+                               viewer_get(api, "/api/v1/detections/statistics", **params))
+        read = {t for sql, _ in plans for t in tables_of(sql)}
+        assert set(DAILY) <= read <= set(ROLL_UPS), f"{params}\n{show(plans)}"
+        assert len(plans) == 3, show(plans)
+        assert not seq_scans(plans, HOURLY), f"{params}\n{show(plans)}"
+        used = {n.get("Index Name") for _, plan in plans for n in nodes(plan)}
+        if "camera_id" in params:
+            assert not seq_scans(plans, HOURLY + DAILY), f"{params}\n{show(plans)}"
+            assert {"ix_detection_stats_daily_camera_day", "ix_provider_stats_daily_camera_day",
+                    "ix_detection_stats_camera_bucket",
+                    "ix_provider_stats_camera_bucket"} <= used, show(plans)
+        else:
+            assert "detection_series_hourly" in read, show(plans)
+            assert {"pk_detection_stats_hourly", "pk_provider_stats_hourly"} <= used, show(plans)
 
 
 async def test_the_roll_up_job_reads_only_what_changed_by_index(
@@ -330,10 +396,11 @@ async def test_the_roll_up_job_reads_only_what_changed_by_index(
     async def rollup() -> None:
         report.update(await aggregate_stats(api.runtime))
 
-    plans = await plans_of(api, recorder, rollup)
-    assert report["hours_recomputed"] >= 20
-    assert not seq_scans(plans), show(plans)
-    # Three queries find the touched hours, then three per hour recompute it.
-    assert len(plans) == 3 + 3 * report["hours_recomputed"]
+    plans = await plans_of(api, recorder, rollup, inserts=True)
+    assert report["hours_recomputed"] >= 20 and report["days_recomputed"] >= 1
+    assert not seq_scans(plans, RAW_TABLES + HOURLY), show(plans)
+    # Three queries find the touched hours, then three per hour recompute it, then three
+    # INSERT … SELECT per day sum its hourly rows.
+    assert len(plans) == 3 + 3 * report["hours_recomputed"] + 3 * report["days_recomputed"]
     for _, plan in plans:
         assert any("Index" in n["Node Type"] for n in nodes(plan)), show(plans)

@@ -12,8 +12,8 @@ import inspect
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 import redis as sync_redis
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
+from framewatch.auth.service import hash_key
 from framewatch.core.database import utcnow
 from framewatch.detections import live as live_module
 from framewatch.detections.schemas import LiveView
@@ -306,6 +307,24 @@ async def test_polls_that_miss_together_rebuild_the_view_once(
                 after["coalesced"] - start["coalesced"]) == (1, 23, 23)
 
 
+@contextmanager
+def counting_sessions(runtime: Any) -> Iterator[Callable[[], int]]:
+    """Counts the database sessions `runtime` opens meanwhile (read with the yielded call)."""
+    real_factory = runtime.session_factory
+    opened = 0
+
+    def counting_factory(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return real_factory(*args, **kwargs)
+
+    runtime.session_factory = counting_factory
+    try:
+        yield lambda: opened
+    finally:
+        runtime.session_factory = real_factory
+
+
 async def test_a_cache_hit_opens_no_database_session(
     tmp_path: Path, sqlite_url: str, flaky_url: str
 ) -> None:
@@ -314,24 +333,62 @@ async def test_a_cache_hit_opens_no_database_session(
         await api.runtime.live.outbox.drain()
         assert await poll(api) == {"gate": gate}  # the view and the key are now cached
         runtime = api.runtime
-        real_factory = runtime.session_factory
-        opened = 0
-
-        def counting_factory(*args: Any, **kwargs: Any) -> Any:
-            nonlocal opened
-            opened += 1
-            return real_factory(*args, **kwargs)
-
-        runtime.session_factory = counting_factory  # type: ignore[assignment]
-        try:
+        with counting_sessions(runtime) as opened:
             for _ in range(5):
                 assert await poll(api) == {"gate": gate}
-            assert opened == 0
+            assert opened() == 0
             # A miss (another filter) opens one, for its rebuild.
             assert await poll(api, camera_id="gate") == {"gate": gate}
-            assert opened == 1
-        finally:
-            runtime.session_factory = real_factory
+            assert opened() == 1
+
+
+async def test_polls_check_an_uncached_key_once_between_them(
+    tmp_path: Path, sqlite_url: str, flaky_url: str
+) -> None:
+    """When a busy key's cache entry expires, the polls in flight wait for one database check
+    of it, not one each."""
+    async with live_api(tmp_path, sqlite_url, flaky_url, live_ttl_seconds=3600) as api:
+        gate = await send(api, 1)
+        await api.runtime.live.outbox.drain()
+        assert await poll(api) == {"gate": gate}  # the view is cached
+        runtime = api.runtime
+        viewer = runtime.key_cache.get(hash_key(api.keys["viewer"]))
+        assert viewer is not None and viewer.principal is not None
+        runtime.key_cache.forget_key(viewer.principal.key_id)
+        with counting_sessions(runtime) as opened:
+            views = await asyncio.gather(*(poll(api) for _ in range(16)))
+            assert views == [{"gate": gate}] * 16
+            assert opened() == 1  # the key's check; the view came from the cache
+            assert runtime.key_cache.checking == {}
+
+
+async def test_the_live_query_is_checked_like_any_other(
+    tmp_path: Path, sqlite_url: str, flaky_url: str
+) -> None:
+    """The endpoint validates its own query (no FastAPI parameters, for speed): the answers
+    must be those of every other endpoint."""
+    async with live_api(tmp_path, sqlite_url, flaky_url) as api:
+        viewer = api.auth("viewer")
+        long_id = await api.client.get(LIVE, params={"camera_id": "x" * 65}, headers=viewer)
+        assert long_id.status_code == 422
+        body = long_id.json()
+        assert body["error"] == "validation_error"
+        assert [field["loc"] for field in body["fields"]] == [["query", "camera_id"]]
+        assert body["fields"][0]["type"] == "string_too_long"
+        bad_types = await api.client.get(LIVE, params={"types": "Person!"}, headers=viewer)
+        assert bad_types.status_code == 422
+        assert [field["loc"] for field in bad_types.json()["fields"]] == [["query", "types"]]
+        # The key is checked first, as with dependencies: no key, no validation.
+        anonymous = await api.client.get(LIVE, params={"camera_id": "x" * 65})
+        assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
+        # Unknown parameters are ignored, the last of a repeated one counts.
+        assert (await api.client.get(LIVE, params=[("camera_id", "yard"), ("camera_id", "gate"),
+                                                    ("colour", "red")], headers=viewer)
+                ).status_code == 200
+        # The schema still describes the parameters and the security.
+        operation = api.app.openapi()["paths"][LIVE]["get"]
+        assert [p["name"] for p in operation["parameters"]] == ["camera_id", "types"]
+        assert operation["security"] == [{"HTTPBearer": []}]
 
 
 def _sync_dependencies(dependant: Any) -> list[str]:

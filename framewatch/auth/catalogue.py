@@ -21,7 +21,9 @@ def endpoint_permissions(app: FastAPI) -> list[tuple[str, str, str]]:
     rows = []
     for route in _routes(app.router.routes):
         if isinstance(route, APIRoute):
-            permission = _permission(route.dependant) or OPEN
+            marked = getattr(route.endpoint, "permission", None)  # `authorizes(...)`
+            permission = (str(marked.value) if marked is not None
+                          else _permission(route.dependant) or OPEN)
             rows += [(method, route.path, permission) for method in route.methods or ()]
         elif isinstance(route, APIWebSocketRoute):
             rows.append((WEBSOCKET, route.path, WEBSOCKET_PERMISSION))

@@ -12,13 +12,15 @@ refusals for a missing permission are audited too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from framewatch.auth.keycache import KeyCache
 from framewatch.auth.permissions import UNSCOPED_ONLY, Permission
 from framewatch.auth.service import KeyCheck, Principal, check_key, hash_key
 from framewatch.core.context import RequestContext, current_request
@@ -27,24 +29,45 @@ from framewatch.core.errors import Forbidden, FramewatchError, RateLimited, Unau
 from framewatch.events.service import EventType, Severity, record_event
 from framewatch.runtime import Runtime
 
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    # From the scope: `request.client` builds a named tuple on every call.
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def authenticate_key(runtime: Runtime, key: str) -> KeyCheck:
     """Check `key`, through this process's short-lived cache."""
+    cache = runtime.key_cache
     digest = hash_key(key)
-    cached = runtime.key_cache.get(digest)
+    cached = cache.get(digest)
     if cached is not None:
         return cached
+    check = cache.checking.get(digest)
+    if check is None:  # else another request is checking this key: its answer is ours too
+        check = asyncio.create_task(_check_in_database(runtime, key, digest))
+        cache.checking[digest] = check
+        check.add_done_callback(lambda task: _checked(cache, digest, task))
+    # shield: a request that goes away stops waiting; the check goes on for the others.
+    return await asyncio.shield(check)
+
+
+async def _check_in_database(runtime: Runtime, key: str, digest: str) -> KeyCheck:
     async with runtime.session_factory() as session:
         check = await check_key(session, key)
         await session.commit()
     runtime.key_cache.put(digest, check)
     return check
+
+
+def _checked(cache: KeyCache, digest: str, task: asyncio.Task[KeyCheck]) -> None:
+    cache.checking.pop(digest, None)
+    if not task.cancelled():
+        task.exception()  # retrieved, in case every waiter went away
 
 
 async def audit_refusal(
@@ -57,16 +80,27 @@ async def audit_refusal(
         await session.commit()
 
 
-def require(permission: Permission) -> Callable[..., AsyncIterator[Principal]]:
-    async def dependency(
+def require(permission: Permission) -> Callable[..., Any]:
+    if not permission.value.endswith(":admin"):
+        # A plain coroutine, not a generator: FastAPI wraps generator dependencies in an exit
+        # stack, which costs every request more than the key check itself.
+        async def dependency(
+            request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        ) -> Principal:
+            key = credentials.credentials if credentials is not None else ""
+            return await _authorize(request, get_runtime(request), key, permission)
+
+        dependency.permission = permission  # type: ignore[attr-defined]
+        return dependency
+
+    async def admin_dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AsyncIterator[Principal]:
         runtime = get_runtime(request)
-        principal = await _authorize(request, runtime, credentials, permission)
-        if not permission.value.endswith(":admin"):
-            yield principal
-            return
+        key = credentials.credentials if credentials is not None else ""
+        principal = await _authorize(request, runtime, key, permission)
         try:
             yield principal
         except (FramewatchError, RequestValidationError) as exc:
@@ -81,20 +115,39 @@ def require(permission: Permission) -> Callable[..., AsyncIterator[Principal]]:
             )
             raise
 
-    dependency.permission = permission  # type: ignore[attr-defined]
-    return dependency
+    admin_dependency.permission = permission  # type: ignore[attr-defined]
+    return admin_dependency
+
+
+def authorizes(permission: Permission) -> Callable[[_Endpoint], _Endpoint]:
+    """Marks an endpoint that checks `permission` itself (with `authorize`) instead of taking
+    one of the aliases below; the permission catalogue reads the mark."""
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        endpoint.permission = permission  # type: ignore[attr-defined]
+        return endpoint
+    return mark
+
+
+async def authorize(request: Request, permission: Permission) -> Principal:
+    """What the aliases below do, as a plain call, for the one endpoint polled so often that
+    FastAPI's dependency solving is most of its cost (`GET /api/v1/detections/live`). Reads
+    the bearer key as `HTTPBearer` does."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" else ""
+    return await _authorize(request, get_runtime(request), key, permission)
 
 
 async def _authorize(
-    request: Request, runtime: Runtime, credentials: HTTPAuthorizationCredentials | None,
-    permission: Permission,
+    request: Request, runtime: Runtime, key: str, permission: Permission
 ) -> Principal:
     address = client_address(request)
     current_request.set(RequestContext(address=address,
                                        request_id=current_request.get().request_id))
-    where = {"address": address, "method": request.method, "path": request.url.path}
-    key = credentials.credentials if credentials is not None else ""
     check = await authenticate_key(runtime, key) if key else KeyCheck(None, "missing")
+    if check.principal is not None and check.principal.allows(permission) and (
+            permission not in UNSCOPED_ONLY or check.principal.camera_scope is None):
+        return check.principal  # the common case, kept short: every request passes here
+    where = {"address": address, "method": request.method, "path": request.url.path}
     if check.principal is None:
         wait = await runtime.rate_limiter.failed_authentication(address)
         if wait > 0:

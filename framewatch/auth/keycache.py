@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
@@ -15,6 +16,9 @@ class KeyCache:
         self.ttl_seconds = ttl_seconds
         self._entries: OrderedDict[str, tuple[float, KeyCheck]] = OrderedDict()
         self._max_entries = max_entries
+        # Database checks in flight, by digest: when a busy key's entry expires, the requests
+        # that arrive meanwhile wait for one check instead of each querying the database.
+        self.checking: dict[str, asyncio.Task[KeyCheck]] = {}
 
     def get(self, digest: str) -> KeyCheck | None:
         entry = self._entries.get(digest)

@@ -8,7 +8,6 @@ the service's own origin.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DOCS_PATHS = ("/docs", "/redoc")
@@ -26,6 +25,13 @@ COMMON = {
 }
 
 
+_STRICT = [(name.encode(), value.encode()) for name, value in
+           {**COMMON, "content-security-policy": STRICT_CSP}.items()]
+_DOCS = [(name.encode(), value.encode()) for name, value in
+         {**COMMON, "content-security-policy": DOCS_CSP}.items()]
+_HSTS = [(b"strict-transport-security", b"max-age=31536000")]
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -34,17 +40,17 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = str(scope.get("path", "")).startswith(DOCS_PATHS)
-        https = scope.get("scheme") == "https"
+        # Encoded once: these are added to every response, where a route set none of its own.
+        added = _DOCS if str(scope.get("path", "")).startswith(DOCS_PATHS) else _STRICT
+        if scope.get("scheme") == "https":
+            added = added + _HSTS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("content-security-policy", DOCS_CSP if docs else STRICT_CSP)
-                if https:
-                    headers.setdefault("strict-transport-security", "max-age=31536000")
+                headers = list(message.get("headers") or ())
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in added if header[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

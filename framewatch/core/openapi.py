@@ -18,6 +18,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI parameters for a query validated by hand against `model`, as FastAPI would
+    describe them had the fields been declared as `Query` parameters."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [{"name": name, "in": "query", "required": name in required, "schema": field}
+            for name, field in schema["properties"].items()]
+
+
 # The rate limiter (core/ratelimit.py) may answer any request, and failed authentications have
 # their own budget: 429 is documented on every route.
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {

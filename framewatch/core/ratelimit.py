@@ -180,8 +180,9 @@ class RateLimiter:
 
     async def check(self, scope: Scope) -> float:
         """0 when the request may go ahead; else the seconds to wait."""
-        headers = dict(scope.get("headers") or [])
-        key = key_identity(headers.get(b"authorization", b"").decode("latin-1") or None)
+        authorization = next((value for name, value in scope.get("headers") or ()
+                              if name == b"authorization"), b"")
+        key = key_identity(authorization.decode("latin-1") or None)
         if key is None and scope["type"] == "websocket":
             key = key_identity(_query_token(scope))
         address = (scope.get("client") or ("unknown", 0))[0]

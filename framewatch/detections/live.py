@@ -4,8 +4,9 @@ bump its generation (framewatch.live.feed), which is part of the key, so nobody 
 older than the newest processed frame.
 
 A miss is rebuilt once per process however many polls miss at the same time (the cache's
-single-flight `get_or_build_bytes`); the rebuild opens its own database session, and a hit opens
-none."""
+single-flight `get_or_build_at_generation`); the rebuild opens its own database session, and a
+hit opens none. With Redis, a hit is one round trip: the generation and the entry are read
+together."""
 
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ async def cached_live_view(
     camera_scope: frozenset[str] | None = None,
 ) -> bytes:
     """The live view as JSON bytes (only the cameras of `camera_scope`, when given)."""
-    generation = await runtime.cache.generation(CACHE_LIVE, camera_id or ALL_CAMERAS)
     # The filter itself, unambiguously: `camera_id=*` (no camera) is not the all-cameras view.
     scope = sorted(camera_scope) if camera_scope is not None else None
-    key = json.dumps([camera_id, generation, types or [], scope], separators=(",", ":"))
+    key = json.dumps([camera_id, types or [], scope], separators=(",", ":"))
     if len(key) > 200:  # a key scoped to many cameras: a digest of it
         key = hashlib.sha256(key.encode()).hexdigest()
 
@@ -35,5 +35,5 @@ async def cached_live_view(
                                    camera_id=camera_id, types=types, camera_scope=camera_scope)
         return view.model_dump_json().encode()
 
-    return await runtime.cache.get_or_build_bytes(CACHE_LIVE, key, build,
-                                                  runtime.settings.live_ttl_seconds)
+    return await runtime.cache.get_or_build_at_generation(
+        CACHE_LIVE, camera_id or ALL_CAMERAS, key, build, runtime.settings.live_ttl_seconds)

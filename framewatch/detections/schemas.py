@@ -125,6 +125,14 @@ class LiveCamera(BaseModel):
     detections: list[DetectionBrief]
 
 
+class LiveFilters(BaseModel):
+    """The query of `GET /api/v1/detections/live`, validated by the endpoint itself (see
+    there); other query parameters are ignored, as FastAPI ignores them."""
+
+    camera_id: str | None = Field(default=None, max_length=64)
+    types: DetectionTypeList | None = None
+
+
 class LiveView(BaseModel):
     window_seconds: float
     cameras: list[LiveCamera]

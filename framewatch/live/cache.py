@@ -43,6 +43,8 @@ class CacheBackend(Protocol):
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
     async def delete(self, key: str) -> None: ...
     async def incr(self, key: str) -> int: ...
+    async def get_at_generation(self, counter: str, before: str,
+                                after: str) -> tuple[str, bytes | None]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -83,11 +85,26 @@ class MemoryBackend:
         self._counters[key] = self._counters.get(key, 0) + 1
         return self._counters[key]
 
+    async def get_at_generation(self, counter: str, before: str,
+                                after: str) -> tuple[str, bytes | None]:
+        """The counter `counter` ("0" when unset), and the value at `before + it + after`."""
+        generation = str(self._counters.get(counter, 0))
+        return generation, await self.get(before + generation + after)
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         self._entries.clear()
+
+
+# A generation counter and the entry stored under it, in one round trip instead of two (the
+# entry's key is only known once the counter is read). Its key is built in the script, so this
+# needs a single Redis (not a Redis Cluster, where keys must be declared).
+_GET_AT_GENERATION = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
+"""
 
 
 class RedisBackend:
@@ -98,6 +115,13 @@ class RedisBackend:
         self._client = redis.Redis.from_url(
             url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
         )
+        self._get_at_generation = self._client.register_script(_GET_AT_GENERATION)
+
+    async def get_at_generation(self, counter: str, before: str,
+                                after: str) -> tuple[str, bytes | None]:
+        generation, value = await self._get_at_generation(keys=[counter], args=[before, after])
+        return (generation.decode() if isinstance(generation, bytes) else str(generation),
+                value if isinstance(value, bytes) else None)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(key)
@@ -185,6 +209,29 @@ class LiveCache:
         if raw is not None:
             self.hits[kind] += 1
             return raw
+        return await self._build_once(kind, full_key, build, ttl_seconds)
+
+    async def get_or_build_at_generation(
+        self, kind: str, of: str, key: str, build: Callable[[], Awaitable[bytes]],
+        ttl_seconds: float,
+    ) -> bytes:
+        """`get_or_build_bytes` of `<generation>:<key>`, where the generation is (kind, of)'s
+        current one (see `generation`): what `bump(kind, of)` invalidates. The generation and
+        the entry are read together, in one round trip with Redis."""
+        try:
+            generation, raw = await self.backend.get_at_generation(
+                self._key(f"{kind}-gen", of), self._key(kind, ""), f":{key}")
+        except RedisError as exc:
+            self._degraded(kind, "get", exc)
+            generation, raw = "x", None
+        if raw is not None:
+            self.hits[kind] += 1
+            return raw
+        return await self._build_once(kind, self._key(kind, f"{generation}:{key}"), build,
+                                      ttl_seconds)
+
+    async def _build_once(self, kind: str, full_key: str, build: Callable[[], Awaitable[bytes]],
+                          ttl_seconds: float) -> bytes:
         # No await from here to the registration: two requests cannot both see no rebuild.
         rebuild = self._rebuilds.get(full_key)
         if rebuild is None:

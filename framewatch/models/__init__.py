@@ -11,7 +11,14 @@ from framewatch.models.provider_config import DetectionProviderConfig
 from framewatch.models.provider_health import ProviderHealth
 from framewatch.models.queue_item import QueueItem
 from framewatch.models.queue_worker import QueueWorker
-from framewatch.models.stats import DetectionStatsHourly, JobRun, ProviderStatsHourly
+from framewatch.models.stats import (
+    DetectionSeriesHourly,
+    DetectionStatsDaily,
+    DetectionStatsHourly,
+    JobRun,
+    ProviderStatsDaily,
+    ProviderStatsHourly,
+)
 from framewatch.models.webhook import WebhookDelivery, WebhookSubscription
 
 __all__ = [
@@ -21,6 +28,8 @@ __all__ = [
     "Detection",
     "DetectionEventLog",
     "DetectionProviderConfig",
+    "DetectionSeriesHourly",
+    "DetectionStatsDaily",
     "DetectionStatsHourly",
     "Frame",
     "GalleryVersion",
@@ -29,6 +38,7 @@ __all__ = [
     "PersonFace",
     "PersonSubject",
     "ProviderHealth",
+    "ProviderStatsDaily",
     "ProviderStatsHourly",
     "QueueItem",
     "QueueWorker",

@@ -1,4 +1,18 @@
-"""Hourly roll-ups that statistics read instead of scanning `detections`, and job bookkeeping."""
+"""Roll-ups that statistics read instead of scanning `detections`, and job bookkeeping.
+
+Three grains, all maintained by `framewatch.stats.rollup` and read by `framewatch.stats.queries`:
+
+- hourly, per camera (`detection_stats_hourly`, `provider_stats_hourly`): recomputed from the raw
+  rows; the source of truth for the other two;
+- daily, per camera (`detection_stats_daily`, `provider_stats_daily`): the hourly rows of a UTC
+  day summed, so that a range of whole days reads 24 times fewer rows; statistics read only the
+  partial first and last days of a range from the hourly rows;
+- hourly, over every camera and label (`detection_series_hourly`): the detections per hour and
+  type, for the hour-bucket series when no camera filter applies (a 30-day series is then ~700
+  hours × types rows instead of every camera's and label's).
+
+Every roll-up row is a sum of finer rows and is rewritten whole, never incremented.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +27,8 @@ from framewatch.core.database import Base, UTCDateTime
 # Upper bounds (ms) of the provider latency histogram's buckets; the last bucket is open-ended.
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LATENCY_COLUMNS = tuple(f"latency_bucket_{i}" for i in range(len(LATENCY_BUCKETS_MS) + 1))
+# What the provider roll-ups sum, at either grain (besides their key).
+PROVIDER_FIGURES = ("frames", "errors", "dead_letters", "latency_ms_sum", *LATENCY_COLUMNS)
 
 
 class DetectionStatsHourly(Base):
@@ -29,15 +45,33 @@ class DetectionStatsHourly(Base):
     confidence_sum: Mapped[float] = mapped_column(Float)
 
 
-class ProviderStatsHourly(Base):
-    """Provider calls per hour and camera: frames processed, errors, dead letters, latency."""
+class DetectionStatsDaily(Base):
+    """The hourly detection rows of a UTC day (`day` at 00:00 UTC), camera, type and label."""
 
-    __tablename__ = "provider_stats_hourly"
-    __table_args__ = (Index("ix_provider_stats_camera_bucket", "camera_id", "bucket_start"),)
+    __tablename__ = "detection_stats_daily"
+    __table_args__ = (Index("ix_detection_stats_daily_camera_day", "camera_id", "day"),)
+
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(100), primary_key=True)
+    detections: Mapped[int] = mapped_column(Integer)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+
+
+class DetectionSeriesHourly(Base):
+    """Detections per hour and type, every camera and label together."""
+
+    __tablename__ = "detection_series_hourly"
 
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    detections: Mapped[int] = mapped_column(Integer)
+
+
+class ProviderCallColumns:
+    """Provider calls of a bucket: frames processed, errors, dead letters, latency."""
+
     frames: Mapped[int] = mapped_column(Integer)
     errors: Mapped[int] = mapped_column(Integer)
     dead_letters: Mapped[int] = mapped_column(Integer)
@@ -66,6 +100,28 @@ class ProviderStatsHourly(Base):
             raise ValueError(f"a latency histogram has {len(LATENCY_COLUMNS)} buckets")
         for name, count in zip(LATENCY_COLUMNS, counts, strict=True):
             setattr(self, name, count)
+
+
+class ProviderStatsHourly(ProviderCallColumns, Base):
+    """Provider calls per hour, camera and provider."""
+
+    __tablename__ = "provider_stats_hourly"
+    __table_args__ = (Index("ix_provider_stats_camera_bucket", "camera_id", "bucket_start"),)
+
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
+class ProviderStatsDaily(ProviderCallColumns, Base):
+    """The hourly provider rows of a UTC day (`day` at 00:00 UTC), camera and provider."""
+
+    __tablename__ = "provider_stats_daily"
+    __table_args__ = (Index("ix_provider_stats_daily_camera_day", "camera_id", "day"),)
+
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
 
 
 class JobRun(Base):

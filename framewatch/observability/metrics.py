@@ -30,6 +30,9 @@ class Metrics:
         self.http_latency = Histogram(
             "framewatch_http_request_duration_seconds", "HTTP request latency by route.",
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        # The labelled children of the two metrics above, by (route, method, status): looking
+        # a child up through `labels()` costs more than the request's own counting.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.frames_received = Counter(
             "framewatch_frames_received", "Frames accepted, by camera.", ["camera"], registry=r)
         self.frames_processed = Counter(
@@ -57,6 +60,16 @@ class Metrics:
         self.tasks = Counter(
             "framewatch_tasks", "Queue items and periodic jobs run, by task and outcome.",
             ["task", "outcome"], registry=r)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, collector: Collector) -> None:
         self.registry.register(collector)

@@ -5,21 +5,23 @@ by route (the route's template, never the raw path: ids in paths would explode t
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from framewatch.core.context import RequestContext, current_request
 
 HEADER = "x-request-id"
+_HEADER = HEADER.encode()
 _SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits, like a UUID4's hex; `random` rather than `os.urandom` (a system call per
+    # request): an id must be unique, not unguessable, and `random` reseeds in forked children.
+    return f"{random.getrandbits(128):032x}"
 
 
 class RequestObservability:
@@ -30,8 +32,10 @@ class RequestObservability:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(HEADER.encode(), b"").decode("latin-1")
+        given = next((value for name, value in scope.get("headers") or () if name == _HEADER),
+                     b"").decode("latin-1")
         request_id = given if _SANE.match(given) else new_request_id()
+        answered = (_HEADER, request_id.encode("latin-1"))
         address = (scope.get("client") or (None, 0))[0]
         token = current_request.set(RequestContext(address=address, request_id=request_id))
         started = time.perf_counter()
@@ -41,11 +45,14 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[HEADER] = request_id
+                message["headers"] = [*(header for header in message.get("headers") or ()
+                                        if header[0] != _HEADER), answered]
             await send(message)
 
+        # A WebSocket's messages go straight out: a wrapper would run for every message to
+        # every client (it has no response head to add the id to).
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             current_request.reset(token)
             if scope["type"] == "http":
@@ -58,5 +65,4 @@ class RequestObservability:
             return
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         method = scope.get("method", "GET")
-        runtime.metrics.http_requests.labels(route, method, str(status)).inc()
-        runtime.metrics.http_latency.labels(route, method).observe(seconds)
+        runtime.metrics.observe_request(route, method, status, seconds)

@@ -1,1 +1,1 @@
-"""Statistics: hourly roll-ups and the statistics endpoint."""
+"""Statistics: hourly and daily roll-ups and the statistics endpoint."""

@@ -1,9 +1,14 @@
-"""The `aggregate_detection_stats` job: hourly roll-ups that statistics read instead of raw rows.
+"""The `aggregate_detection_stats` job: the roll-ups that statistics read instead of raw rows.
 
 Each run finds the hours touched since its previous run — detections inserted, frames processed,
 provider failures recorded — and recomputes those hours from scratch. Recomputing (instead of
 adding increments) makes a run idempotent and immune to transactions that commit out of order:
 the cursor steps back `LAG` to re-read anything committed late, and re-reading is harmless.
+
+Then, in the same transaction, each UTC day holding a recomputed hour is recomputed from its
+hourly rows, in SQL: its daily rows and its 24 hours of the all-cameras series
+(`framewatch.models.stats` describes the three grains). So the coarser rows are always the sums of
+the hourly rows as committed, whatever happened to the raw rows meanwhile.
 """
 
 from __future__ import annotations
@@ -12,25 +17,29 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, delete, func, select
+from sqlalchemy import ColumnElement, Select, case, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from framewatch.core.database import utcnow
+from framewatch.core.database import UTCDateTime, utcnow
 from framewatch.events.service import EventType
 from framewatch.models import (
     Detection,
     DetectionEventLog,
+    DetectionSeriesHourly,
+    DetectionStatsDaily,
     DetectionStatsHourly,
     Frame,
     JobRun,
+    ProviderStatsDaily,
     ProviderStatsHourly,
 )
-from framewatch.models.stats import LATENCY_BUCKETS_MS
+from framewatch.models.stats import LATENCY_BUCKETS_MS, PROVIDER_FIGURES
 from framewatch.runtime import Runtime
 
 JOB_NAME = "aggregate_detection_stats"
 LAG = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 # Events that count as a failed provider call.
 ERROR_EVENTS = (EventType.PROVIDER_ERROR.value, EventType.QUEUE_RETRY.value,
                 EventType.QUEUE_DEAD_LETTER.value)
@@ -52,6 +61,11 @@ def as_hour(value: datetime | str) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def day_of(moment: datetime) -> datetime:
+    """00:00 UTC of the day of `moment`."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 async def aggregate_stats(runtime: Runtime) -> dict[str, Any]:
     started = utcnow()
     async with runtime.session_factory() as session:
@@ -60,12 +74,16 @@ async def aggregate_stats(runtime: Runtime) -> dict[str, Any]:
         hours = await dirty_hours(session, since)
         for hour in sorted(hours):
             await recompute_hour(session, hour)
+        days = sorted({day_of(hour) for hour in hours})
+        for day in days:
+            await recompute_day(session, day)
         if run is None:
             run = JobRun(name=JOB_NAME, last_result={})
             session.add(run)
         run.cursor = started
         await session.commit()
-    return {"hours_recomputed": len(hours), "since": since.isoformat() if since else None}
+    return {"hours_recomputed": len(hours), "days_recomputed": len(days),
+            "since": since.isoformat() if since else None}
 
 
 async def dirty_hours(session: AsyncSession, since: datetime | None) -> set[datetime]:
@@ -137,6 +155,36 @@ async def recompute_hour(session: AsyncSession, hour: datetime) -> None:
             stats.dead_letters += count
     session.add_all(providers.values())
     await session.flush()
+
+
+async def recompute_day(session: AsyncSession, day: datetime) -> None:
+    """Rewrite the daily rows of `day` (00:00 UTC) and its hours of the all-cameras series from
+    the hourly rows (those of this transaction included)."""
+    end = day + DAY
+    h, p = DetectionStatsHourly, ProviderStatsHourly
+    in_day = (h.bucket_start >= day) & (h.bucket_start < end)
+    await session.execute(delete(DetectionStatsDaily).where(DetectionStatsDaily.day == day))
+    await session.execute(delete(ProviderStatsDaily).where(ProviderStatsDaily.day == day))
+    await session.execute(delete(DetectionSeriesHourly).where(
+        DetectionSeriesHourly.bucket_start >= day, DetectionSeriesHourly.bucket_start < end))
+    the_day = literal(day, UTCDateTime())
+    await session.execute(insert(DetectionStatsDaily).from_select(
+        ["day", "camera_id", "type", "label", "detections", "confidence_sum"],
+        select(the_day, h.camera_id, h.type, h.label, func.sum(h.detections),
+               func.sum(h.confidence_sum))
+        .where(in_day).group_by(h.camera_id, h.type, h.label),
+    ))
+    await session.execute(insert(ProviderStatsDaily).from_select(
+        ["day", "camera_id", "provider", *PROVIDER_FIGURES],
+        select(the_day, p.camera_id, p.provider,
+               *(func.sum(getattr(p, column)) for column in PROVIDER_FIGURES))
+        .where(p.bucket_start >= day, p.bucket_start < end).group_by(p.camera_id, p.provider),
+    ))
+    await session.execute(insert(DetectionSeriesHourly).from_select(
+        ["bucket_start", "type", "detections"],
+        select(h.bucket_start, h.type, func.sum(h.detections))
+        .where(in_day).group_by(h.bucket_start, h.type),
+    ))
 
 
 def _frames_per_provider(hour: datetime, end: datetime) -> Select[Any]:

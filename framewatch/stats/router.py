@@ -36,8 +36,8 @@ async def get_statistics(
     """Totals by type, label and camera, a time series, confidence, provider latency and
     errors, queue throughput and cache hit rates, for a time range (default: the last 24 h).
 
-    Read from hourly roll-ups (refreshed every `FRAMEWATCH_STATS_INTERVAL_SECONDS`) and cached
-    for `FRAMEWATCH_STATS_TTL_SECONDS`.
+    Read from hourly and daily roll-ups (refreshed every `FRAMEWATCH_STATS_INTERVAL_SECONDS`)
+    and cached for `FRAMEWATCH_STATS_TTL_SECONDS`.
     """
     refuse_nul("camera_id", camera_id)
     if camera_id is not None:

@@ -1,7 +1,8 @@
 """`GET /api/v1/detections/statistics` on SQLite and PostgreSQL: totals, series, confidence,
-provider and queue figures from the hourly roll-ups, the camera filter, range validation and the
-cache. Frames go through the flaky provider on two cameras; further detections and provider
-errors are written through the models at chosen hours, then `aggregate_stats` rolls them up."""
+provider and queue figures from the roll-ups (hourly, and daily for whole days), the camera
+filter, range validation and the cache. Frames go through the flaky provider on two cameras;
+further detections and provider errors are written through the models at chosen hours, then
+`aggregate_stats` rolls them up."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from framewatch.stats.rollup import aggregate_stats
 from tests.api.helpers import add_camera, add_provider, assert_error, post_frame
 from tests.api_fixtures import Api, make_settings, start_api
 from tests.queue.scenario import flaky_provider_body, small_frame
+from tests.stats.roll_ups import empty_coarse_roll_ups
 from tests.support.flaky_provider import FlakyProvider
 from tests.support.servers import serve_app
 
@@ -50,12 +52,14 @@ async def stats_api(tmp_path: Path, url: str, provider_url: str,
                     **overrides: Any) -> AsyncIterator[Api]:
     apps = start_api(make_settings(tmp_path, url, **{**QUIET, **overrides}))
     api = await anext(apps)
+    await empty_coarse_roll_ups(api.runtime.session_factory)
     try:
         await add_provider(api, **flaky_provider_body(provider_url))
         await add_camera(api, "gate")
         await add_camera(api, "yard")
         yield api
     finally:
+        await empty_coarse_roll_ups(api.runtime.session_factory)
         await anext(apps, None)
 
 
@@ -211,6 +215,50 @@ async def test_the_camera_filter(tmp_path: Path, any_database_url: str, flaky_ur
         star = await get(api, {**RANGE, "camera_id": "*"})
         assert star["detections"] == 0
         assert (await get(api, RANGE))["detections"] == 9
+
+
+async def test_whole_days_from_the_daily_roll_ups_edges_from_the_hourly_ones(
+    tmp_path: Path, any_database_url: str, flaky_url: str
+) -> None:
+    """Everything built happens from 21:00 on day D to 02:00 on D + 1: ranges of two whole days,
+    of a whole day and three hours, and of two half days all hold all of it."""
+    async with stats_api(tmp_path, any_database_url, flaky_url) as api:
+        await build(api)
+        whole = await get(api, {"since": D.isoformat(),
+                                "until": (D + timedelta(days=2)).isoformat(), "bucket": "day"})
+        assert whole["detections"] == 11
+        assert by_type(whole) == {"vehicle": (5, 0.64), "person": (4, 0.9125),
+                                  "face": (2, 0.45)}
+        assert {label["label"]: label["detections"] for label in whole["by_label"]} == {
+            "person": 4, "car": 3, "face": 2, "truck": 1, "bus": 1}
+        assert whole["by_camera"] == [{"camera_id": "gate", "detections": 6, "frames": 2},
+                                      {"camera_id": "yard", "detections": 5, "frames": 1}]
+        assert [(moment(p["bucket_start"]), p["detections"], p["by_type"])
+                for p in whole["series"]] == [
+            (D, 6, {"person": 3, "vehicle": 2, "face": 1}),
+            (D + timedelta(days=1), 5, {"person": 1, "face": 1, "vehicle": 3}),
+        ]
+        assert [(p["frames"], p["errors"], p["dead_letters"]) for p in whole["providers"]] == [
+            (3, 4, 1)]
+        assert whole["queue"]["frames_per_hour"] == round(3 / 48, 2)
+        same = ("detections", "avg_confidence", "by_type", "by_label", "by_camera", "series",
+                "providers")
+        for since, until in [(D, D + timedelta(hours=27)),
+                             (D + timedelta(hours=12), D + timedelta(hours=36))]:
+            other = await get(api, {"since": since.isoformat(), "until": until.isoformat(),
+                                    "bucket": "day"})
+            assert {k: other[k] for k in same} == {k: whole[k] for k in same}, since
+        hours = await get(api, {"since": D.isoformat(),
+                                "until": (D + timedelta(days=2)).isoformat()})
+        assert [(moment(p["bucket_start"]), p["detections"]) for p in hours["series"]] == [
+            (at(21, 0), 1), (at(22, 0), 3), (at(23, 0), 2), (at(25, 0), 4), (at(26, 0), 1)]
+        gate = await get(api, {"since": D.isoformat(),
+                               "until": (D + timedelta(days=2)).isoformat(), "camera_id": "gate"})
+        assert gate["detections"] == 6
+        assert by_type(gate) == {"person": (3, 0.9167), "vehicle": (2, 0.6), "face": (1, 0.3)}
+        assert [(moment(p["bucket_start"]), p["detections"]) for p in gate["series"]] == [
+            (at(21, 0), 1), (at(22, 0), 3), (at(23, 0), 2)]
+        assert [(p["frames"], p["errors"]) for p in gate["providers"]] == [(2, 3)]
 
 
 def test_percentile_on_hand_made_histograms() -> None:

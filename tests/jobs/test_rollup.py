@@ -1,5 +1,6 @@
 """The statistics roll-up (`aggregate_stats`) on SQLite and PostgreSQL: its hourly rows equal the
-same counts computed here from the raw rows, and later runs recompute only the hours touched."""
+same counts computed here from the raw rows, its daily and series rows the sums of the hourly
+rows, and later runs recompute only the hours touched and their days."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from framewatch.stats.rollup import JOB_NAME, aggregate_stats
 from tests.api.helpers import add_camera, post_frame
 from tests.api_fixtures import Api, make_settings, start_api
 from tests.queue.scenario import flaky_provider_body, small_frame
+from tests.stats.roll_ups import empty_coarse_roll_ups, expected_coarse, stored_coarse
 from tests.support.flaky_provider import FlakyProvider
 from tests.support.servers import serve_app
 
@@ -38,11 +40,16 @@ QUIET = {"provider_check_seconds": 3600, "stats_interval_seconds": 3600,
          # A frame the provider failed on waits an hour: no worker retries during a test.
          "queue_retry_base_seconds": 3600, "queue_retry_max_seconds": 3600}
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 ERRORS = ("provider.error", "queue.retry", "queue.dead_letter")
 
 
 def floor_hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
+
+
+def days_of(*hours: datetime) -> int:
+    return len({hour.date() for hour in hours})
 
 
 @pytest.fixture
@@ -57,6 +64,7 @@ async def running_api(tmp_path: Path, url: str, provider_url: str) -> AsyncItera
     """The app with the flaky provider as default and cameras `gate` and `yard`."""
     apps = start_api(make_settings(tmp_path, url, **QUIET))
     api = await anext(apps)
+    await empty_coarse_roll_ups(api.runtime.session_factory)
     try:
         response = await api.client.post("/api/v1/providers", headers=api.auth("admin"),
                                           json=flaky_provider_body(provider_url))
@@ -65,6 +73,7 @@ async def running_api(tmp_path: Path, url: str, provider_url: str) -> AsyncItera
         await add_camera(api, "yard")
         yield api
     finally:
+        await empty_coarse_roll_ups(api.runtime.session_factory)
         await anext(apps, None)
 
 
@@ -133,6 +142,16 @@ async def stored_tables(api: Api) -> tuple[dict[Any, Any], dict[Any, Any]]:
     return counts, providers
 
 
+async def coarse_tables(api: Api) -> Any:
+    async with api.runtime.session_factory() as session:
+        return await stored_coarse(session)
+
+
+async def assert_coarse_rows_sum_the_hourly_rows(api: Api) -> None:
+    async with api.runtime.session_factory() as session:
+        assert await stored_coarse(session) == await expected_coarse(session)
+
+
 async def build_history(api: Api, flaky: FlakyProvider, h0: datetime) -> list[int]:
     """Frames and detections over three hours (h0, h0+1h, h0+5h) on two cameras, with provider
     errors; everything dated more than the roll-up's 5-minute lag ago."""
@@ -187,7 +206,9 @@ async def test_hourly_rows_equal_the_raw_rows_grouped_by_hour(
 
         report = await aggregate_stats(api.runtime)
 
-        assert report == {"hours_recomputed": 3, "since": None}
+        assert report == {"hours_recomputed": 3, "since": None,
+                          "days_recomputed": days_of(h0, h0 + HOUR, h0 + 5 * HOUR)}
+        await assert_coarse_rows_sum_the_hourly_rows(api)
         expected = await expected_tables(api)
         stored = await stored_tables(api)
         assert stored == expected
@@ -239,6 +260,7 @@ async def test_later_runs_recompute_only_the_hours_touched(
             k: v for k, v in first[0].items() if k != key}
         assert providers == first[1]
         assert await stored_tables(api) == await expected_tables(api)
+        await assert_coarse_rows_sum_the_hourly_rows(api)
 
 
 async def test_deleted_detections_are_corrected_by_recomputing(
@@ -259,6 +281,7 @@ async def test_deleted_detections_are_corrected_by_recomputing(
         assert (h0, "gate", "vehicle", "car") not in counts
         assert counts[h0, "gate", "person", "person"] == (3, pytest.approx(2.5))
         assert await stored_tables(api) == await expected_tables(api)
+        await assert_coarse_rows_sum_the_hourly_rows(api)
 
         # Deletions alone touch no hour; without its cursor the job recomputes every hour.
         async with api.runtime.session_factory() as session:
@@ -269,13 +292,16 @@ async def test_deleted_detections_are_corrected_by_recomputing(
         counts, _ = await stored_tables(api)
         assert (h0 + HOUR, "yard", "vehicle", "truck") not in counts
         assert await stored_tables(api) == await expected_tables(api)
+        await assert_coarse_rows_sum_the_hourly_rows(api)
         # And once more: the same tables (idempotent).
         before = await stored_tables(api)
         async with api.runtime.session_factory() as session:
             await session.execute(delete(JobRun).where(JobRun.name == JOB_NAME))
             await session.commit()
+        coarse_before = await coarse_tables(api)
         await aggregate_stats(api.runtime)
         assert await stored_tables(api) == before
+        assert await coarse_tables(api) == coarse_before
 
 
 async def test_hours_are_utc_whatever_the_database_session_time_zone(
@@ -316,7 +342,47 @@ async def test_run_job_keeps_the_report_and_the_cursor(
         after = utcnow()
         async with api.runtime.session_factory() as session:
             run = await session.get(JobRun, JOB_NAME)
-        assert run is not None and report == {"hours_recomputed": 3, "since": None}
+        assert run is not None and report == {
+            "hours_recomputed": 3, "since": None,
+            "days_recomputed": days_of(h0, h0 + HOUR, h0 + 5 * HOUR)}
         assert run.last_result == report
         assert run.last_started_at and run.last_finished_at and run.cursor
         assert before <= run.last_started_at <= run.cursor <= run.last_finished_at <= after
+
+
+async def test_a_run_recomputes_the_days_of_the_hours_it_recomputes_and_no_other(
+    tmp_path: Path, any_database_url: str, flaky: tuple[FlakyProvider, str]
+) -> None:
+    """History from 22:00 to 03:00 the next day (UTC): two days; then a detection reported late
+    into the second day rewrites that day's rows only."""
+    x = (utcnow() - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    h0 = x + 22 * HOUR
+    async with running_api(tmp_path, any_database_url, flaky[1]) as api:
+        frames = await build_history(api, flaky[0], h0)
+        report = await aggregate_stats(api.runtime)
+        assert (report["hours_recomputed"], report["days_recomputed"]) == (3, 2)
+        await assert_coarse_rows_sum_the_hourly_rows(api)
+        daily, providers, series = first = await coarse_tables(api)
+        # 22:00 and 23:00 are day x; 03:00 (h0 + 5 h) is day x + 1.
+        assert daily[x, "gate", "person", "person"] == (4, pytest.approx(3.3))
+        assert daily[x, "gate", "vehicle", "car"] == (2, pytest.approx(1.25))
+        assert daily[x + DAY, "yard", "dog", "dog"] == (1, pytest.approx(0.45))
+        assert daily[x + DAY, "yard", "person", "person"] == (1, pytest.approx(0.9))
+        assert providers[x, "gate", "flaky"][:4] == [3, 1, 0, pytest.approx(270.5)]
+        assert providers[x + DAY, "yard", "flaky"][:3] == [1, 1, 1]
+        assert series[h0, "person"] == 2 and series[h0, "vehicle"] == 2
+        assert series[h0 + HOUR, "person"] == 3 and series[h0 + HOUR, "vehicle"] == 1
+
+        async with api.runtime.session_factory() as session:
+            session.add(detection(frames[4], "yard", "dog", "dog", 0.25,
+                                  h0 + 5 * HOUR + timedelta(minutes=50), created_at=utcnow()))
+            await session.commit()
+        report = await aggregate_stats(api.runtime)
+        assert (report["hours_recomputed"], report["days_recomputed"]) == (1, 1)
+        await assert_coarse_rows_sum_the_hourly_rows(api)
+        daily, providers, series = await coarse_tables(api)
+        assert daily[x + DAY, "yard", "dog", "dog"] == (2, pytest.approx(0.7))
+        assert series[h0 + 5 * HOUR, "dog"] == 2
+        assert {k: v for k, v in daily.items() if k[0] == x} == {
+            k: v for k, v in first[0].items() if k[0] == x}
+        assert providers == first[1]
