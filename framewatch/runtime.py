@@ -88,7 +88,8 @@ class Runtime:
             return load_builtin_detector(settings.builtin_face_encodings)
 
         cache = create_cache(settings.redis_url)
-        live = LiveFeed(create_log(settings.redis_url, settings.ws_replay_messages), cache)
+        live = LiveFeed(create_log(settings.redis_url, settings.ws_replay_messages,
+                                   settings.ws_buffer_messages), cache)
         session_class = outbox_session_class(live.outbox)
         sessions = create_session_factory(engine, session_class)
         gallery = GalleryIndex(sessions, settings.face_match_threshold,
