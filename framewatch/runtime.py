@@ -30,7 +30,7 @@ from framewatch.persons.crops import FaceStore
 from framewatch.persons.index import GalleryIndex
 from framewatch.providers.base import ProviderDeps
 from framewatch.providers.breaker import BreakerPolicy
-from framewatch.providers.urls import ProviderAddressPolicy
+from framewatch.providers.urls import ProviderAddressPolicy, pinned_transport
 from framewatch.queue.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from framewatch.queue.service import QueuePolicy, RetryPolicy
 from framewatch.webhooks.capture import CaptureOptions
@@ -78,9 +78,11 @@ class Runtime:
         provider_policy = ProviderAddressPolicy.from_settings(
             settings.provider_allow_private_networks, settings.provider_allowed_hosts or ""
         )
-        # Every outgoing provider request is checked, after DNS, against the address policy.
+        # Every outgoing provider request is checked, after DNS, against the address policy,
+        # and connects only to an address that passed it.
         http_client = httpx.AsyncClient(
-            follow_redirects=False, limits=httpx.Limits(max_connections=100),
+            follow_redirects=False, trust_env=False,
+            transport=pinned_transport(provider_policy, httpx.Limits(max_connections=100)),
             event_hooks={"request": [provider_policy.httpx_hook]},
         )
 
@@ -129,7 +131,7 @@ class Runtime:
                 redispatch_after=timedelta(seconds=settings.queue_redispatch_seconds),
             ),
             provider_policy=provider_policy,
-            webhooks=WebhookState.from_settings(settings),
+            webhooks=WebhookState.from_settings(settings, provider_policy),
             mqtt=mqtt_publisher,
             key_cache=KeyCache(settings.auth_cache_seconds),
             rate_limiter=create_rate_limiter(settings.redis_url, _rate_limits(settings)),

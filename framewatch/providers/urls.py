@@ -9,7 +9,9 @@ possibly inside a cloud network whose metadata service hands out credentials. So
   `FRAMEWATCH_PROVIDER_ALLOW_PRIVATE_NETWORKS` is on (on-premise DeepStack or CompreFace);
 - with `FRAMEWATCH_PROVIDER_ALLOWED_HOSTS` set, only those hosts (names or CIDR blocks).
 Addresses are checked when a configuration is saved and again, after DNS resolution, before every
-call, so a name that later resolves somewhere forbidden is refused too.
+call, so a name that later resolves somewhere forbidden is refused too. And the connection itself
+goes only to an address that was checked (`pinned_transport`): a name that answers one address
+to the check and another to the connection (DNS rebinding) cannot lead a call elsewhere.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from framewatch.providers.base import ProviderResponseError
@@ -117,6 +122,14 @@ class ProviderAddressPolicy:
         except ForbiddenProviderAddress as exc:
             raise ProviderResponseError(f"refused to call {request.url.host}: {exc}") from None
 
+    async def checked_addresses(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses `host` resolves to, each allowed by the policy (else refused)."""
+        literal = _literal_address(host)
+        addresses = [literal] if literal is not None else await self._resolve(host, port)
+        for address in addresses:
+            self.check_address(address, host)
+        return addresses
+
     async def _resolve(self, host: str, port: int) -> list[IPAddress]:
         now = time.monotonic()
         cached = self._resolved.get((host, port))
@@ -137,3 +150,58 @@ def _literal_address(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+
+
+class PinnedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to addresses the policy allows: the host name is resolved
+    here, every address checked, and the connection made to one of those addresses. TLS still
+    verifies the certificate against the name (httpcore passes it as the server name)."""
+
+    def __init__(self, policy: ProviderAddressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    # `timeout`: httpcore's interface, passed on to the real connect.
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None,
+                          ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await self._policy.checked_addresses(host, port)
+        except ForbiddenProviderAddress as exc:  # httpx reports it as a connection error
+            raise httpcore.ConnectError(f"refused to connect to {host}: {exc}") from None
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} does not resolve")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(str(address), port, timeout, local_address,
+                                                     socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
+                                  socket_options: Iterable[Any] | None = None,
+                                  ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("providers and webhooks are reached over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def pinned_transport(policy: ProviderAddressPolicy,
+                     limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """httpx's own transport, connecting through `PinnedNetworkBackend`; no proxies (a proxy
+    would connect in our place, where the policy cannot see). httpx takes no network backend as
+    a parameter, so its connection pool is replaced by the same pool with ours."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=PinnedNetworkBackend(policy),
+    )
+    return transport

@@ -20,6 +20,7 @@ from framewatch.core.config import Settings
 from framewatch.core.database import utcnow
 from framewatch.models import WebhookDelivery, WebhookSubscription
 from framewatch.models.webhook import DELIVERY_PROCESSING
+from framewatch.providers.urls import ProviderAddressPolicy
 from framewatch.queue.heartbeats import worker_identity
 from framewatch.queue.service import RetryPolicy
 from framewatch.webhooks.deliveries import (
@@ -55,10 +56,10 @@ class WebhookState:
     last_cleanup: float = field(default=float("-inf"), repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookState:
+    def from_settings(cls, settings: Settings, policy: ProviderAddressPolicy) -> WebhookState:
         timeout = settings.webhook_timeout_seconds
         return cls(
-            client=create_client(),
+            client=create_client(policy),
             retry=RetryPolicy(max_attempts=settings.webhook_max_attempts,
                               base_seconds=settings.webhook_retry_base_seconds,
                               max_seconds=settings.webhook_retry_max_seconds),

@@ -13,7 +13,11 @@ import httpx
 
 from framewatch import __version__
 from framewatch.core.database import utcnow
-from framewatch.providers.urls import ForbiddenProviderAddress, ProviderAddressPolicy
+from framewatch.providers.urls import (
+    ForbiddenProviderAddress,
+    ProviderAddressPolicy,
+    pinned_transport,
+)
 from framewatch.webhooks.deliveries import Attempt
 from framewatch.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign
 
@@ -21,11 +25,12 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 RESPONSE_SNIPPET = 200
 
 
-def create_client() -> httpx.AsyncClient:
+def create_client(policy: ProviderAddressPolicy) -> httpx.AsyncClient:
     """The client every delivery goes out through: no redirects, no proxies from the
-    environment (the address policy must see the real destination)."""
+    environment (the address policy must see the real destination), and connections only to
+    addresses the policy allows."""
     return httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                             limits=httpx.Limits(max_connections=50),
+                             transport=pinned_transport(policy, httpx.Limits(max_connections=50)),
                              headers={"User-Agent": f"framewatch-webhooks/{__version__}"})
 
 
