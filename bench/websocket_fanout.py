@@ -15,11 +15,14 @@ behind gets to catch up, its lateness shows in the latency), then `--settle` s. 
 send-frame refused are counted and fail the run. "µs per delivered message" (server CPU over
 messages) is the figure that does not depend on how loaded the machine is.
 Live log: in memory (`--backends memory`), or a Redis stream (`redis`: RedisStreamLog, the
-cache and rate limiter in Redis too; FRAMEWATCH_BENCH_REDIS_URL, default db 8, flushed).
+cache and rate limiter in Redis too; FRAMEWATCH_BENCH_REDIS_URL, default db 8, flushed). With
+Redis, `--frames-via another-instance` sends the frames to a second API process on the same
+database and Redis, as behind a load balancer: the clients' server then only fans out.
 
     .venv/bin/python bench/websocket_fanout.py                   # ~1-4 minutes
     .venv/bin/python bench/websocket_fanout.py --duration 60 --clients 1000 --rate 20
     .venv/bin/python bench/websocket_fanout.py --profile /tmp/prof   # py-spy, where time goes
+    .venv/bin/python bench/websocket_fanout.py --backends redis --frames-via another-instance
 
 (`--profile` samples the server with py-spy, while it holds the GIL, during the publishing; it
 needs py-spy in the venv or on PATH, and costs the server some CPU.)
@@ -51,8 +54,10 @@ from bench.common import (
     BIN,
     POSTGRES,
     REDIS,
+    Proc,
     cpu_seconds,
     flush_redis,
+    framewatch_env,
     fresh_serve,
     machine,
     percentile,
@@ -60,6 +65,7 @@ from bench.common import (
     send_frame,
     set_up_api,
     start_provider,
+    start_serve,
     verdict,
 )
 
@@ -173,7 +179,8 @@ async def publish(url: str, cameras: list[str], rate: float, duration: float
             [took for _, took, _ in answers], [error[:160] for _, _, error in answers if error])
 
 
-async def publish_and_settle(url: str, key: str, cameras: list[str], args: argparse.Namespace
+async def publish_and_settle(url: str, key: str, cameras: list[str], args: argparse.Namespace,
+                             frames_url: str | None = None,
                              ) -> tuple[list[int], list[float], list[str]]:
     """`publish`, with one more subscribed client (a probe, not counted) in this process; after
     the last frame, waits until the probe has received every stored frame — at most
@@ -197,7 +204,7 @@ async def publish_and_settle(url: str, key: str, cameras: list[str], args: argpa
 
         reader = asyncio.create_task(read())
         try:
-            answers = await publish(url, cameras, args.rate, args.duration)
+            answers = await publish(frames_url or url, cameras, args.rate, args.duration)
             deadline = time.monotonic() + args.drain_timeout
             while not set(answers[0]) <= seen and time.monotonic() < deadline:
                 arrived.clear()
@@ -257,7 +264,14 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
         data, None if args.database == "sqlite" else args.database_url, redis_url,
         work / "logs", f"serve-{backend}")
     workers: list[tuple[subprocess.Popen[str], Path]] = []
+    # With `--frames-via another-instance`, a second API process (same database and Redis)
+    # takes the frames, and the first one only fans out: as behind a load balancer.
+    frames: Proc | None = None
+    frames_url: str | None = None
     try:
+        if args.frames_via == "another-instance" and redis_url:
+            frames, frames_url = start_serve(framewatch_env(data, database, redis_url),
+                                             work / "logs", f"frames-{backend}")
         cameras = [f"cam-{index:02d}" for index in range(args.cameras)]
 
         async def setup() -> str:
@@ -272,13 +286,16 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
         pids = [serve.pid]
         client_pids = [process.pid for process, _ in workers]
         spy = start_profile(args, serve.pid, backend) if args.profile else None
+        frames_pids = [frames.pid] if frames is not None else []
         cpu, client_cpu, clock = cpu_seconds(pids), cpu_seconds(client_pids), time.monotonic()
+        frames_cpu = cpu_seconds(frames_pids)
         frame_ids, round_trips, failed = asyncio.run(
-            publish_and_settle(url, key, cameras, args))
+            publish_and_settle(url, key, cameras, args, frames_url))
         elapsed = time.monotonic() - clock
         if spy is not None:
             spy.wait(60)
         cpu, client_cpu = cpu_seconds(pids) - cpu, cpu_seconds(client_pids) - client_cpu
+        frames_cpu = cpu_seconds(frames_pids) - frames_cpu
         results = stop_clients(workers)
         workers = []
         serve.check()
@@ -290,10 +307,14 @@ def backend_run(args: argparse.Namespace, backend: str, work: Path, provider_url
             process.kill()
             process.wait(10)
         serve.stop()
+        if frames is not None:
+            frames.stop()
         if redis_url:
             flush_redis(redis_url)
         if args.database == "postgresql":
             asyncio.run(recreate_database(database, drop_only=True))
+    if frames is not None:
+        print(f"  frames through a second API process ({frames_cpu / elapsed:.0%} of a core)")
     print(f"  send-frame round trip: p50 {percentile(round_trips, 50):.1f} ms  "
           f"p99 {percentile(round_trips, 99):.1f} ms; {len(failed)} of {len(round_trips)} "
           "frames refused or failed")
@@ -386,8 +407,10 @@ def report(backend: str, args: argparse.Namespace, frame_ids: list[int],
     # CPU per delivered message: the figure that does not depend on how loaded the machine
     # is; one core's worth of it is the fan-out ceiling of one server process.
     per_message = server_cpu / max(len(latencies), 1) * 1e6
+    included = ("send-frame included" if args.frames_via == "same-instance" or backend != "redis"
+                else "fan-out only")
     print(f"  CPU: server {server_cpu / elapsed:.0%} of a core ({per_message:.0f} µs per "
-          f"delivered message, send-frame included: one core ≈ {1e6 / per_message:,.0f} "
+          f"delivered message, {included}: one core ≈ {1e6 / per_message:,.0f} "
           f"messages/s), client processes {client_cpu / elapsed:.0%}; "
           f"server hub: sent {stats.get('messages_sent')}, dropped "
           f"{stats.get('messages_dropped')}, clients dropped {stats.get('clients_dropped')}")
@@ -414,6 +437,10 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3,
                         help="seconds more for the other clients once the probe has every frame")
     parser.add_argument("--cameras", type=int, default=10)
+    parser.add_argument("--frames-via", choices=["same-instance", "another-instance"],
+                        default="same-instance",
+                        help="with Redis: send the frames to a second API process, so that "
+                        "the one the clients are connected to only fans out")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--backends", nargs="+", choices=["memory", "redis"],
                         default=["memory", "redis"])
