@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from framewatch.auth.keycache import KeyCache
@@ -43,6 +45,8 @@ def load_builtin_detector(face_encodings: bool) -> BuiltinDetector:
     # Model weights are immutable and take a second to load: one copy per process, on first use.
     return BuiltinDetector(face_encodings=face_encodings)
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
@@ -158,15 +162,20 @@ class Runtime:
 
     async def warm_up_detector_if_used(self) -> None:
         """Load the built-in detector's weights off the event loop when an enabled provider
-        (or the fallback) is the built-in one; a load failure is reported on first use."""
+        (or the fallback) is the built-in one; a load failure is reported on first use. Only a
+        head start: if the database cannot say (busy, down), the weights load on first use."""
         from framewatch.detector.weights import DetectorUnavailable
         from framewatch.models import DetectionProviderConfig
 
-        async with self.session_factory() as session:
-            kinds = set(await session.scalars(
-                select(DetectionProviderConfig.kind)
-                .where(DetectionProviderConfig.enabled.is_(True))
-            ))
+        try:
+            async with self.session_factory() as session:
+                kinds = set(await session.scalars(
+                    select(DetectionProviderConfig.kind)
+                    .where(DetectionProviderConfig.enabled.is_(True))
+                ))
+        except SQLAlchemyError as exc:
+            log.warning("detector warm-up skipped: the providers could not be read (%s)", exc)
+            return
         if kinds and "builtin" not in kinds:
             return
         with contextlib.suppress(DetectorUnavailable):
