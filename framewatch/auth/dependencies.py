@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from framewatch.auth.keycache import KeyCache
 from framewatch.auth.permissions import UNSCOPED_ONLY, Permission
@@ -132,8 +133,8 @@ async def authorize(request: Request, permission: Permission) -> Principal:
     """What the aliases below do, as a plain call, for the one endpoint polled so often that
     FastAPI's dependency solving is most of its cost (`GET /api/v1/detections/live`). Reads
     the bearer key as `HTTPBearer` does."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    key = key.strip() if scheme.lower() == "bearer" else ""
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    key = key if scheme.lower() == "bearer" else ""
     return await _authorize(request, get_runtime(request), key, permission)
 
 
@@ -144,10 +145,10 @@ async def _authorize(
     current_request.set(RequestContext(address=address,
                                        request_id=current_request.get().request_id))
     check = await authenticate_key(runtime, key) if key else KeyCheck(None, "missing")
-    if check.principal is not None and check.principal.allows(permission) and (
-            permission not in UNSCOPED_ONLY or check.principal.camera_scope is None):
-        return check.principal  # the common case, kept short: every request passes here
-    where = {"address": address, "method": request.method, "path": request.url.path}
+
+    def where() -> dict[str, object]:  # for the audit trail; built only when refusing
+        return {"address": address, "method": request.method, "path": request.url.path}
+
     if check.principal is None:
         wait = await runtime.rate_limiter.failed_authentication(address)
         if wait > 0:
@@ -155,7 +156,7 @@ async def _authorize(
         await audit_refusal(
             runtime, EventType.AUTH_FAILED,
             f"authentication failed ({check.reason}) from {address}",
-            {**where, "reason": check.reason, "key_name": check.key_name, "outcome": "refused"},
+            {**where(), "reason": check.reason, "key_name": check.key_name, "outcome": "refused"},
         )
         if check.reason == "missing":
             raise Unauthorized("an API key is required: `Authorization: Bearer <key>`")
@@ -165,7 +166,7 @@ async def _authorize(
         await audit_refusal(
             runtime, EventType.AUTH_DENIED,
             f"key {principal.name!r} lacks {permission.value} for {request.url.path}",
-            {**where, "key_name": principal.name, "role": principal.role.value,
+            {**where(), "key_name": principal.name, "role": principal.role.value,
              "permission": permission.value, "outcome": "denied"},
         )
         raise Forbidden(
@@ -178,7 +179,7 @@ async def _authorize(
             runtime, EventType.AUTH_DENIED,
             f"key {principal.name!r} is limited to cameras: no {permission.value} for "
             f"{request.url.path}",
-            {**where, "key_name": principal.name, "role": principal.role.value,
+            {**where(), "key_name": principal.name, "role": principal.role.value,
              "permission": permission.value, "reason": "camera_scope", "outcome": "denied"},
         )
         raise Forbidden(
