@@ -23,6 +23,7 @@ from framewatch.core.http_errors import RequestLimits, install_error_handlers
 from framewatch.core.openapi import document_body_errors
 from framewatch.core.ratelimit import SEND_FRAME_PATH, RateLimitMiddleware
 from framewatch.dashboard import router as dashboard_router
+from framewatch.detections.live_fastpath import LiveFastPath
 from framewatch.detections.router import hot_router as hot_detections_router
 from framewatch.detections.router import router as detections_router
 from framewatch.events.router import router as events_router
@@ -130,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     # Outermost: the request id and the timing cover everything, refusals included.
     app.add_middleware(RequestObservability)
+    # Before all of it, the common poll of the live view is answered with the same parts,
+    # without the layers' cost; everything else goes on down (framewatch/detections/live_fastpath).
+    app.add_middleware(LiveFastPath)
     # The queue, events, statistics and WebSocket routes share the /api/v1/detections prefix
     # and must match before `/detections/{detection_id}`; send-frame and the live view first
     # of all (FastAPI tries the routes in order).

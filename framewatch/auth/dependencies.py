@@ -57,6 +57,19 @@ async def authenticate_key(runtime: Runtime, key: str) -> KeyCheck:
     return await asyncio.shield(check)
 
 
+def granted_by_cache(runtime: Runtime, key: str, permission: Permission) -> Principal | None:
+    """The key's principal when this process's key cache already knows the key and `_authorize`
+    would let it through for `permission`; None in every other case (unknown to the cache,
+    refused: `_authorize` decides, and audits a refusal)."""
+    check = runtime.key_cache.get(hash_key(key))
+    principal = check.principal if check is not None else None
+    if principal is None or not principal.allows(permission):
+        return None
+    if permission in UNSCOPED_ONLY and principal.camera_scope is not None:
+        return None
+    return principal
+
+
 async def _check_in_database(runtime: Runtime, key: str, digest: str) -> KeyCheck:
     async with runtime.session_factory() as session:
         check = await check_key(session, key)

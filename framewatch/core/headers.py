@@ -32,6 +32,12 @@ _DOCS = [(name.encode(), value.encode()) for name, value in
 _HSTS = [(b"strict-transport-security", b"max-age=31536000")]
 
 
+def security_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The headers every response to this request gets (encoded once, at import)."""
+    added = _DOCS if str(scope.get("path", "")).startswith(DOCS_PATHS) else _STRICT
+    return added + _HSTS if scope.get("scheme") == "https" else added
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,10 +46,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Encoded once: these are added to every response, where a route set none of its own.
-        added = _DOCS if str(scope.get("path", "")).startswith(DOCS_PATHS) else _STRICT
-        if scope.get("scheme") == "https":
-            added = added + _HSTS
+        # Added to every response, where a route set none of its own.
+        added = security_headers(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

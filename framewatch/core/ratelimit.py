@@ -30,6 +30,9 @@ from framewatch.core.http_errors import error_response
 log = logging.getLogger(__name__)
 
 SEND_FRAME_PATH = "/api/v1/detections/send-frame"
+# Set in the scope by a fast path that has already taken this request's tokens (the wait it
+# got): the middleware answers with it instead of taking them a second time.
+TAKEN = "framewatch.rate_limit_wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limiter: RateLimiter = runtime.rate_limiter
-        wait = await limiter.check(scope)
+        wait = scope[TAKEN] if TAKEN in scope else await limiter.check(scope)
         if wait > 0:
             limiter.refused += 1
             if scope["type"] == "websocket":

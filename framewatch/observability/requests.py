@@ -24,6 +24,13 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def request_id_of(scope: Scope) -> str:
+    """The caller's `X-Request-ID` when it is sane, else a new id."""
+    given = next((value for name, value in scope.get("headers") or () if name == _HEADER),
+                 b"").decode("latin-1")
+    return given if _SANE.match(given) else new_request_id()
+
+
 class RequestObservability:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,9 +39,7 @@ class RequestObservability:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = next((value for name, value in scope.get("headers") or () if name == _HEADER),
-                     b"").decode("latin-1")
-        request_id = given if _SANE.match(given) else new_request_id()
+        request_id = request_id_of(scope)
         answered = (_HEADER, request_id.encode("latin-1"))
         address = (scope.get("client") or (None, 0))[0]
         token = current_request.set(RequestContext(address=address, request_id=request_id))
