@@ -20,7 +20,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,36 @@ def flush_redis(url: str) -> None:
 
     with redis.Redis.from_url(url) as client:
         client.flushdb()
+
+
+def collapsed_stacks(path: Path) -> Iterator[tuple[list[str], int]]:
+    """The stacks of a py-spy raw profile (outermost frame first), each with its samples."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def profile_shares(path: Path, categories: Sequence[tuple[str, Sequence[str]]]
+                   ) -> tuple[int, Counter[str], Counter[str]]:
+    """A py-spy raw profile (collapsed stacks): the samples in all, by category, and by the
+    function that was running (self time). A stack's category is the first of `categories`
+    with a mark found in it, the stack written `;function@module/path.py;...`; else
+    "event loop, other"."""
+    by_category: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    total = 0
+    for stack, samples in collapsed_stacks(path):
+        total += samples
+        # py-spy's frames read "function (path/to/file.py:line)", the path mostly relative to
+        # site-packages or to the checkout.
+        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('(', 1)[-1].split(':')[0]}"
+                  for frame in stack]
+        joined = ";" + ";".join(frame.replace("site-packages/", "@") for frame in frames)
+        joined = joined.replace(f"{ROOT}/", "@").replace(f"{Path.cwd()}/", "@")
+        category = next((name for name, marks in categories
+                         if any(mark in joined for mark in marks)), "event loop, other")
+        by_category[category] += samples
+        leaf = frames[-1]
+        self_time[f"{leaf.split('@')[0]}@{leaf.rsplit('/', 1)[-1]}"] += samples
+    return total, by_category, self_time

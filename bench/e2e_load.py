@@ -69,6 +69,7 @@ from bench.common import (
     ROOT,
     Proc,
     admin,
+    collapsed_stacks,
     flush_redis,
     framewatch_env,
     free_port,
@@ -474,12 +475,7 @@ def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
+    for frames, count in collapsed_stacks(path):
         total += count
         own[frames[-1]] += count
         for name in {f for f in frames if "framewatch/" in f and "/site-packages/" not in f}:

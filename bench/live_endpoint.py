@@ -49,6 +49,7 @@ from bench.common import (
     machine,
     migrate,
     percentile,
+    profile_shares,
     send_frame,
     set_up_api,
     start_ceiling,
@@ -149,16 +150,18 @@ def measure(url: str, key: str, pid: int, args: argparse.Namespace, duration: fl
 CATEGORIES = [
     ("auth: key looked up in the database (key cache expired)", (";check_key@",)),
     ("live view rebuilt from the database (cache miss)", (";live_view@",)),
-    ("auth dependency (bearer, key hash, key cache, context)",
-     ("require.<locals>.dependency", "_authorize@", "HTTPBearer")),
+    ("auth (bearer, key hash, key cache, context)",
+     ("require.<locals>.dependency", "_authorize@", "HTTPBearer", "granted_by_cache@")),
     ("rate limiter", ("RateLimiter.check@",)),
     ("live cache lookups (generation + entry)", ("cached_live_view@",)),
     ("database session per request (open/close)", ("get_session@", "session_scope@")),
     ("sync dependency run in a worker thread", ("run_in_threadpool@", "WorkerThread.run@")),
     ("FastAPI dependency solving, parameter validation", ("solve_dependencies@",)),
-    ("security headers", ("send_with_headers@",)),
-    ("routing", ("matches@",)),
+    # Before the middleware that wrap `send`: uvicorn's own writing is not theirs.
     ("response sending", ("RequestResponseCycle.send@",)),
+    ("security headers", ("send_with_headers@", "security_headers@")),
+    ("routing", ("matches@",)),
+    ("fast path: reading the poll (headers, query)", ("common_poll@",)),
     ("HTTP parsing (uvicorn)", ("data_received@",)),
     ("background jobs of serve", ("InProcessWorker", "run_job@")),
     # Code run in tasks of its own (redis-py's timeouts wrap each call in one) has no request
@@ -193,23 +196,7 @@ def profile(url: str, key: str, pid: int, args: argparse.Namespace, script: Path
 
 
 def summarize_profile(path: Path, rate: float, requests: int) -> None:
-    by_category: Counter[str] = Counter()
-    self_time: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        total += samples
-        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('(', 1)[-1].split(':')[0]}"
-                  for frame in stack.split(";")]
-        joined = ";" + ";".join(frames)  # with paths: ";func@pkg/file.py;..."
-        frames = [f"{frame.split('@')[0]}@{frame.rsplit('/', 1)[-1]}" for frame in frames]
-        category = next((name for name, marks in CATEGORIES
-                         if any(mark in joined for mark in marks)), "event loop, other")
-        by_category[category] += samples
-        self_time[frames[-1]] += samples
+    total, by_category, self_time = profile_shares(path, CATEGORIES)
     per_request = 1000 / rate / max(requests, 1)
     print(f"  {total} samples with the GIL held = {total * per_request:.3f} ms per request:")
     for category, samples in by_category.most_common():

@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from bench.common import (
     fresh_serve,
     machine,
     percentile,
+    profile_shares,
     recreate_database,
     send_frame,
     set_up_api,
@@ -341,25 +341,7 @@ def start_profile(args: argparse.Namespace, pid: int, backend: str) -> subproces
 
 def summarize_profile(path: Path) -> None:
     """Shares of the sampled time by category, and the functions with the most self time."""
-    by_category: Counter[str] = Counter()
-    self_time: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        total += samples
-        # py-spy's frames read "function (path/to/file.py:line)".
-        frames = [f"{frame.split(' (')[0]}@{frame.rsplit('(', 1)[-1].split(':')[0]}"
-                  for frame in stack.split(";")]
-        joined = ";" + ";".join(frame.replace("site-packages/", "@") for frame in frames)
-        joined = joined.replace("/work/main/", "@").replace(f"{Path.cwd()}/", "@")
-        category = next((name for name, marks in CATEGORIES
-                         if any(mark in joined for mark in marks)), "event loop, other")
-        by_category[category] += samples
-        leaf = frames[-1]
-        self_time[f"{leaf.split('@')[0]}@{leaf.rsplit('/', 1)[-1]}"] += samples
+    total, by_category, self_time = profile_shares(path, CATEGORIES)
     print(f"  profile: {total} samples with the GIL held ({total / PROFILE_RATE:.1f} s); {path}")
     for category, samples in by_category.most_common():
         print(f"    {samples / max(total, 1):6.1%}  {category}")

@@ -225,3 +225,36 @@ async def test_json_values_are_built_once_too(cache: LiveCache) -> None:
     values = await asyncio.wait_for(asyncio.gather(
         *(cache.get_or_build("state", "gate", build, ttl_seconds=60) for _ in range(5))), WAIT)
     assert values == [{"n": 7}] * 5 and calls == 1
+
+
+async def test_concurrent_reads_of_one_view_share_a_redis_round_trip() -> None:
+    """Many pollers of one view: the reads asked for while one is on its way get its answer
+    (one round trip), each counted as a hit; a bump is seen by the next read."""
+    backend = RedisBackend(redis_url_or_skip())
+    cache = LiveCache(backend, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    builds: list[int] = []
+
+    async def build() -> bytes:
+        builds.append(1)
+        return f"view {len(builds)}".encode()
+
+    def read() -> Awaitable[bytes]:
+        return cache.get_or_build_at_generation("live", "*", "all", build, 60)
+
+    try:
+        assert await read() == b"view 1"
+        trips, hits = backend.round_trips, cache.hits["live"]
+        views = await asyncio.gather(*(read() for _ in range(20)))
+        assert views == [b"view 1"] * 20
+        assert backend.round_trips - trips == 1
+        assert cache.hits["live"] - hits == 20
+        # A poller that goes away does not take the read from the others.
+        reads = [asyncio.ensure_future(read()) for _ in range(3)]
+        await asyncio.sleep(0)
+        reads[0].cancel()
+        assert await asyncio.gather(*reads[1:]) == [b"view 1"] * 2
+        await cache.bump("live", "*")
+        assert await asyncio.gather(read(), read()) == [b"view 2"] * 2
+        assert len(builds) == 2
+    finally:
+        await backend.close()

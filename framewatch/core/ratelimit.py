@@ -12,6 +12,7 @@ requests through (logged and counted): an outage must not turn into a denial of 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -80,51 +81,127 @@ class MemoryBuckets:
         self._buckets.clear()
 
 
-# KEYS: buckets; ARGV: rate per second and burst of each, in turn. One round trip for all of a
-# request's buckets, timed by Redis's clock so that every API instance agrees.
-# Returns the longest wait in microseconds (0: allowed).
+# Takes the tokens of a batch of requests in one round trip, timed by Redis's clock so that every
+# API instance agrees. Requests with the same buckets (one key's, from one address) come as a
+# group: KEYS: each group's buckets, one group after the other; ARGV[1]: how many groups; then
+# for each group how many buckets it has and how many requests; then the rate per second and
+# the burst of each bucket, in turn. Each request takes one token from each of its buckets if it
+# has one. Returns each request's longest wait in microseconds (0: allowed), group by group.
 _TAKE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local longest = 0
-for i, key in ipairs(KEYS) do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local state = redis.call('HMGET', key, 'tokens', 'at')
-  local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or t
-  tokens = math.min(burst, tokens + (t - at) * rate)
-  local wait = 0
-  if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-  redis.call('HSET', key, 'tokens', tokens, 'at', t)
-  redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
-  if wait > longest then longest = wait end
+local groups = tonumber(ARGV[1])
+local waits = {}
+local k, a = 1, 2 * groups + 2
+for g = 1, groups do
+  local buckets, requests = tonumber(ARGV[2 * g]), tonumber(ARGV[2 * g + 1])
+  local tokens, rates, bursts = {}, {}, {}
+  for b = 1, buckets do
+    local rate, burst = tonumber(ARGV[a + 2 * (b - 1)]), tonumber(ARGV[a + 2 * (b - 1) + 1])
+    local state = redis.call('HMGET', KEYS[k + b - 1], 'tokens', 'at')
+    local held, at = tonumber(state[1]) or burst, tonumber(state[2]) or t
+    tokens[b], rates[b], bursts[b] = math.min(burst, held + (t - at) * rate), rate, burst
+  end
+  for _ = 1, requests do
+    local longest = 0
+    for b = 1, buckets do
+      if tokens[b] >= 1 then
+        tokens[b] = tokens[b] - 1
+      else
+        local wait = (1 - tokens[b]) / rates[b]
+        if wait > longest then longest = wait end
+      end
+    end
+    waits[#waits + 1] = math.floor(longest * 1000000)
+  end
+  for b = 1, buckets do
+    redis.call('HSET', KEYS[k + b - 1], 'tokens', tokens[b], 'at', t)
+    redis.call('EXPIRE', KEYS[k + b - 1], math.ceil(bursts[b] / rates[b]) + 1)
+  end
+  k, a = k + buckets, a + 2 * buckets
 end
-return math.floor(longest * 1000000)
+return waits
 """
+MAX_BATCH = 256  # requests per round trip
 
 
 class RedisBuckets:
+    """Buckets in Redis. The requests that ask for tokens in the same turn of the event loop
+    share one round trip (a batch, taken in arrival order by one script), so a busy API
+    instance makes about one call per turn instead of one per request; limits stay exact
+    across instances."""
+
     def __init__(self, url: str, prefix: str = "framewatch:rate") -> None:
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self._client.register_script(_TAKE)
         self._prefix = prefix
-        self.errors = 0
+        self._pending: list[tuple[list[tuple[str, Limit]], asyncio.Future[float]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self._sending_on: asyncio.AbstractEventLoop | None = None  # a send is scheduled there
+        self.errors = 0  # requests let through because Redis failed
+        self.round_trips = 0
 
     async def take(self, requests: list[tuple[str, Limit]]) -> float:
         if not requests:
             return 0.0
-        args: list[float] = []
-        for _, limit in requests:
-            args += [limit.per_second, limit.burst]
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[float] = loop.create_future()
+        self._pending.append((requests, answer))
+        if self._sending_on is not loop:  # once per turn: the batch goes after the turn
+            self._sending_on = loop
+            loop.call_soon(self._send_pending)
+        return await answer
+
+    def _send_pending(self) -> None:
+        self._sending_on = None
+        loop = asyncio.get_running_loop()
+        # Requests that went away are left out (so are any of a loop that has stopped).
+        self._pending = [(requests, answer) for requests, answer in self._pending
+                         if not answer.done() and answer.get_loop() is loop]
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            task = loop.create_task(self._take_batch(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _take_batch(
+        self, batch: list[tuple[list[tuple[str, Limit]], asyncio.Future[float]]]
+    ) -> None:
+        # Requests with the same buckets (pollers sharing a key and an address) are sent once,
+        # with their number: the script takes their tokens one request after the other.
+        groups: dict[tuple[tuple[str, Limit], ...], list[asyncio.Future[float]]] = {}
+        for requests, answer in batch:
+            groups.setdefault(tuple(requests), []).append(answer)
+        keys: list[str] = []
+        counts: list[int] = []
+        limits: list[float] = []
+        for buckets, answers in groups.items():
+            counts += [len(buckets), len(answers)]
+            for key, limit in buckets:
+                keys.append(f"{self._prefix}:{key}")
+                limits += [limit.per_second, limit.burst]
+        answers = [answer for group in groups.values() for answer in group]
+        self.round_trips += 1
         try:
-            micros = await self._script(keys=[f"{self._prefix}:{key}" for key, _ in requests],
-                                        args=args)
+            waits = [int(micros) / 1_000_000 for micros in
+                     await self._script(keys=keys, args=[len(groups), *counts, *limits])]
         except RedisError as exc:
-            self.errors += 1
-            log.warning("rate limiter unavailable (Redis: %s); request let through", exc)
-            return 0.0
-        return int(micros) / 1_000_000
+            self.errors += len(batch)
+            log.warning("rate limiter unavailable (Redis: %s); request let through (%d)",
+                        exc, len(batch))
+            waits = [0.0] * len(answers)
+        except BaseException:
+            for answer in answers:
+                answer.cancel()
+            raise
+        for answer, wait in zip(answers, waits, strict=True):
+            if not answer.done():  # its request may have gone away
+                answer.set_result(wait)
 
     async def close(self) -> None:
+        for task in list(self._batches):
+            task.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
         await self._client.aclose()
 
 

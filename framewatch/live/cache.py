@@ -116,12 +116,36 @@ class RedisBackend:
             url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
         )
         self._get_at_generation = self._client.register_script(_GET_AT_GENERATION)
+        # Reads at a generation in flight: the same read asked for meanwhile (many pollers of
+        # one view) waits for the answer of the one on its way instead of making its own round
+        # trip. That answer is at most one round trip older than the request.
+        self._reads: dict[tuple[str, str, str], asyncio.Task[tuple[str, bytes | None]]] = {}
+        self.round_trips = 0
 
     async def get_at_generation(self, counter: str, before: str,
                                 after: str) -> tuple[str, bytes | None]:
+        which = (counter, before, after)
+        read = self._reads.get(which)
+        if read is None:
+            read = asyncio.create_task(self._read_at_generation(counter, before, after))
+            self._reads[which] = read
+            read.add_done_callback(lambda task: self._read_done(which, task))
+        # shield: a request that goes away stops waiting; the read goes on for the others.
+        return await asyncio.shield(read)
+
+    async def _read_at_generation(self, counter: str, before: str,
+                                  after: str) -> tuple[str, bytes | None]:
+        self.round_trips += 1
         generation, value = await self._get_at_generation(keys=[counter], args=[before, after])
         return (generation.decode() if isinstance(generation, bytes) else str(generation),
                 value if isinstance(value, bytes) else None)
+
+    def _read_done(self, which: tuple[str, str, str],
+                   task: asyncio.Task[tuple[str, bytes | None]]) -> None:
+        if self._reads.get(which) is task:
+            del self._reads[which]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: its waiters may all have gone away
 
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(key)
@@ -140,6 +164,10 @@ class RedisBackend:
         await self._client.ping()
 
     async def close(self) -> None:
+        reads = list(self._reads.values())
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
         await self._client.aclose()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 
 from framewatch.auth.service import Role, create_key
 from framewatch.core.database import create_engine, create_session_factory
-from framewatch.core.ratelimit import RedisBuckets
+from framewatch.core.ratelimit import Limit, RedisBuckets
 from tests.api.helpers import add_camera
 from tests.api_fixtures import Api, make_settings, start_api
 from tests.conftest import redis_url_or_skip
@@ -273,3 +274,47 @@ async def test_the_limiter_fails_open_while_redis_is_unreachable(
         assert (await api.client.get("/api/v1/cameras", headers=api.auth("viewer"))
                 ).status_code == 429
         await proxy.cut()
+
+
+@pytest.mark.redis
+async def test_requests_at_the_same_time_share_a_round_trip_and_an_exact_budget() -> None:
+    """Two limiters on one Redis, as two API instances, each asked by 15 requests at once: each
+    makes one round trip for its 15, and exactly the burst (10) of the 30 go through; the
+    others learn the wait of one token (a minute). A request that goes away meanwhile takes
+    nothing from the others' answers."""
+    url = redis_url_or_skip()
+    prefix = f"test-rate-{uuid.uuid4().hex[:8]}"
+    instances = [RedisBuckets(url, prefix=prefix), RedisBuckets(url, prefix=prefix)]
+    per_key = Limit(per_minute=PER_MINUTE, burst=BURST)
+    per_address = Limit(per_minute=PER_MINUTE, burst=100)
+    try:
+        takes = [buckets.take([("key:k", per_key), ("addr:a", per_address)])
+                 for buckets in instances for _ in range(15)]
+        waits = await asyncio.gather(*takes)
+        assert [buckets.round_trips for buckets in instances] == [1, 1]
+        assert sum(1 for wait in waits if wait == 0) == BURST
+        refused = [wait for wait in waits if wait > 0]
+        assert len(refused) == 20 and all(55 < wait <= 60 for wait in refused), refused
+        # In arrival order within a batch: the first instance's batch is all allowed or was
+        # second, so its 15 answers are allowed-then-refused, never the other way round.
+        first = [wait == 0 for wait in waits[:15]]
+        assert first == sorted(first, reverse=True)
+
+        # Two keys from one address, interleaved in one batch: grouped by key, they still
+        # share the address's budget exactly.
+        shared_address = Limit(per_minute=PER_MINUTE, burst=6)
+        mixed = await asyncio.gather(*(
+            instances[1].take([(f"key:{name}", per_key), ("addr:shared", shared_address)])
+            for _ in range(5) for name in ("x", "y")))
+        assert sum(1 for wait in mixed if wait == 0) == 6
+        assert instances[1].round_trips == 2
+
+        leaving = [asyncio.ensure_future(instances[0].take([("key:other", per_key)]))
+                   for _ in range(3)]
+        await asyncio.sleep(0)
+        leaving[0].cancel()
+        assert await asyncio.gather(*leaving[1:]) == [0.0, 0.0]
+        assert instances[0].errors == 0
+    finally:
+        for buckets in instances:
+            await buckets.close()
