@@ -20,6 +20,7 @@ request with a body; a refusal by the rate limiter (tokens taken here are not ta
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
@@ -45,14 +46,11 @@ _JSON = (b"content-type", b"application/json")
 _REQUEST_ID = HEADER.encode()
 
 
+@dataclass(frozen=True, slots=True)
 class LivePoll:
-    __slots__ = ("camera_id", "principal", "types")
-
-    def __init__(self, principal: Principal, camera_id: str | None,
-                 types: list[str] | None) -> None:
-        self.principal = principal
-        self.camera_id = camera_id
-        self.types = types
+    principal: Principal
+    camera_id: str | None
+    types: list[str] | None
 
 
 class LiveFastPath:
