@@ -2,18 +2,20 @@
 processed; publish-to-receive latency and messages delivered vs sent.
 
 One `framewatch serve` process (PostgreSQL, a database of its own, created and dropped,
-FRAMEWATCH_BENCH_WS_DATABASE_URL; or SQLite with `--database sqlite`) and the test suite's
-fake DeepStack provider (one person per frame, no latency); frames go through send-frame, sync
-mode, at a fixed rate (open loop, round-robin over 10 cameras). The clients (`websockets`,
-asyncio) run in `--processes` processes of their own; each subscribes to all cameras with no
-filter, so each should receive one `detection` message per frame. Latency = when the client
-read the message − the frame's `processed_at` in it (set just before the frame's transaction
-commits; same machine clock); the fan-out spread = that latency − the frame's earliest one
-(how long reaching every client took once the first had it). After the last frame it waits
-until a probe client has every stored frame (at most `--drain-timeout` s: a server that fell
-behind gets to catch up, its lateness shows in the latency), then `--settle` s. Frames that
-send-frame refused are counted and fail the run. "µs per delivered message" (server CPU over
-messages) is the figure that does not depend on how loaded the machine is.
+FRAMEWATCH_BENCH_WS_DATABASE_URL; or SQLite with `--database sqlite`) and the test suite's fake
+DeepStack provider (one person per frame, no latency); frames go through send-frame, sync mode,
+at a fixed rate (open loop, round-robin over 10 cameras). The clients run in `--processes`
+processes of their own, on `websockets`' sans-I/O protocol on a bare asyncio connection under
+uvloop (`RecordingClient`: `websockets`' asyncio client cost most of a core the server needed);
+each subscribes to all cameras with no filter, so each should receive one `detection` message
+per frame. Latency = when the message's bytes reached the client − the frame's `processed_at`
+in it (set just before the frame's transaction commits; same machine clock); the fan-out spread
+= that latency − the frame's earliest one (how long reaching every client took once the first
+had it). After the last frame it waits until a probe client has every stored frame (at most
+`--drain-timeout` s: a server that fell behind gets to catch up, its lateness shows in the
+latency), then `--settle` s. Frames that send-frame refused are counted and fail the run. "µs
+per delivered message" (server CPU over messages) is the figure that does not depend on how
+loaded the machine is.
 Live log: in memory (`--backends memory`), or a Redis stream (`redis`: RedisStreamLog, the
 cache and rate limiter in Redis too; FRAMEWATCH_BENCH_REDIS_URL, default db 8, flushed). With
 Redis, `--frames-via another-instance` sends the frames to a second API process on the same
@@ -91,63 +93,133 @@ CATEGORIES = [
 
 # The client processes ---------------------------------------------------------------------
 
+class RecordingClient(asyncio.Protocol):
+    """One WebSocket client: websockets' own protocol (sans-I/O: handshake, framing, answering
+    pings) on a bare asyncio connection, which notes when each text message arrived and keeps
+    its bytes, to be read after the run. The 1,000 clients share the server's two cores; with
+    `websockets`' asyncio client on top, on asyncio's own event loop, reading the messages took
+    0.9 of a core, time the server did not get (a browser's reading is not on the server's
+    machine)."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.texts: list[tuple[float, bytes]] = []  # (time.time() on arrival, payload)
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.subscribed = asyncio.Event()
+        self.closed: str | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.http11 import Response
+
+        now = time.time()
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT:
+                    self.texts.append((now, bytes(event.data)))
+                    if not self.subscribed.is_set() and b'"subscribed"' in event.data:
+                        self.subscribed.set()
+                elif event.opcode is Opcode.CLOSE and self.protocol.close_rcvd is not None:
+                    self.closed = (f"closed by the server: {self.protocol.close_rcvd.code} "
+                                   f"{self.protocol.close_rcvd.reason}")
+            elif isinstance(event, Response) and not self.opened.done():
+                if self.protocol.handshake_exc is None:
+                    self.opened.set_result(None)
+                else:
+                    self.opened.set_exception(self.protocol.handshake_exc)
+        self._flush()  # pongs, and the answer to a close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = self.closed or f"connection lost: {exc or 'closed by the server'}"
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(self.closed))
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(body).encode())
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+
 async def client_worker(url: str, key: str, count: int, out: Path) -> None:
     """`count` subscribed clients; "ready" on stdout once all are subscribed; on "stop" from
     stdin, one asks the server for its hub stats and every client's receipts go to `out`."""
-    from websockets.asyncio.client import connect
+    from urllib.parse import urlsplit
 
-    received: list[list[tuple[int, float]]] = [[] for _ in range(count)]
-    closed: list[str | None] = [None] * count
-    sockets: list[Any] = [None] * count
-    subscribed = [asyncio.Event() for _ in range(count)]
-    stats: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-    sizes = [0, 0]  # detection messages' characters, and their count
+    loop = asyncio.get_running_loop()
+    address = urlsplit(url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    clients: list[RecordingClient | None] = [None] * count
+    failures: list[str] = []
 
     async def one(index: int) -> None:
         try:
-            async with connect(f"{url}?token={key}", max_queue=None, ping_interval=None,
-                               open_timeout=60) as socket:
-                sockets[index] = socket
-                await socket.send(json.dumps({"type": "subscribe"}))
-                async for raw in socket:
-                    now = time.time()
-                    message = json.loads(raw)
-                    kind = message.get("type")
-                    if kind == "detection":
-                        sent = datetime.fromisoformat(message["processed_at"]).timestamp()
-                        received[index].append((message["frame_id"], now - sent))
-                        sizes[0] += len(raw)
-                        sizes[1] += 1
-                    elif kind == "subscribed":
-                        subscribed[index].set()
-                    elif kind == "stats" and not stats.done():
-                        stats.set_result(message)
-        except Exception as exc:  # recorded: a client that lost its connection fails the run
-            closed[index] = f"{type(exc).__name__}: {exc}"
-        else:
-            closed[index] = closed[index] or "closed by the server"
+            _, client = await loop.create_connection(
+                lambda: RecordingClient(f"{url}?token={key}"), host, port)
+            clients[index] = client
+            await asyncio.wait_for(client.opened, 60)
+            client.send({"type": "subscribe"})
+            await asyncio.wait_for(client.subscribed.wait(), 60)
+        except Exception as exc:  # recorded: a client that could not subscribe fails the run
+            failures.append(f"{type(exc).__name__}: {exc}")
 
-    tasks = []
     for start in range(0, count, 50):  # connect in waves, not all 1,000 SYNs at once
-        wave = range(start, min(start + 50, count))
-        tasks += [asyncio.create_task(one(i)) for i in wave]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(subscribed[i].wait() for i in wave)), 60)
-        except TimeoutError:
-            print(f"failed: {[reason for reason in closed if reason][:3]}", flush=True)
+        await asyncio.gather(*(one(i) for i in range(start, min(start + 50, count))))
+        if failures:
+            print(f"failed: {failures[:3]}", flush=True)
             return
     print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    with contextlib.suppress(Exception):
-        await sockets[0].send(json.dumps({"type": "get_stats"}))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(stats), 10)
-    lost = [reason for reason in closed if reason]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    text = json.dumps({"received": received, "lost": lost, "sizes": sizes,
-                       "stats": stats.result() if stats.done() else None})
+    await loop.run_in_executor(None, sys.stdin.readline)
+    first = clients[0]
+    stats = None
+    if first is not None and first.closed is None:
+        seen = len(first.texts)
+        first.send({"type": "get_stats"})
+        deadline = time.monotonic() + 10
+        while stats is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for _, data in first.texts[seen:]:
+                message = json.loads(data)
+                if message.get("type") == "stats":
+                    stats = message
+            seen = len(first.texts)
+    received: list[list[tuple[int, float]]] = []
+    lost: list[str] = []
+    sizes = [0, 0]  # detection messages' characters, and their count
+    for client in clients:
+        receipts: list[tuple[int, float]] = []
+        for arrived, data in client.texts if client is not None else []:
+            message = json.loads(data)
+            if message.get("type") == "detection":
+                sent = datetime.fromisoformat(message["processed_at"]).timestamp()
+                receipts.append((message["frame_id"], arrived - sent))
+                sizes[0] += len(data.decode())
+                sizes[1] += 1
+        received.append(receipts)
+        if client is None:
+            lost.append("never connected")
+        elif client.closed is not None:
+            lost.append(client.closed)
+        elif client.transport is not None:
+            client.transport.close()
+    text = json.dumps({"received": received, "lost": lost, "sizes": sizes, "stats": stats})
     out.write_text(text)  # noqa: ASYNC240 (the run is over)
 
 
@@ -406,8 +478,9 @@ def report(backend: str, args: argparse.Namespace, frame_ids: list[int],
 
 def main() -> int:
     if len(sys.argv) == 6 and sys.argv[1] == "--client-worker":
-        asyncio.run(client_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]),
-                                  Path(sys.argv[5])))
+        import uvloop
+
+        uvloop.run(client_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)

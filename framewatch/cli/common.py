@@ -104,6 +104,24 @@ async def check_database(settings: Settings, engine: AsyncEngine) -> None:
         )
 
 
+def websocket_settings(ping_seconds: float) -> dict[str, Any]:
+    """uvicorn's WebSocket settings for framewatch's API (also what the tests serve with)."""
+    from framewatch.live.uvicorn_ws import FramewatchWebSocketProtocol
+
+    return {
+        # uvicorn's websockets protocol, offering the hub a way to write a live message's
+        # frame, encoded once, to each client's socket (framewatch/live/uvicorn_ws.py).
+        "ws": FramewatchWebSocketProtocol,
+        # uvicorn pings every WebSocket client and drops those that do not answer in time.
+        "ws_ping_interval": ping_seconds,
+        "ws_ping_timeout": ping_seconds,
+        # No per-message deflate: each connection has a compressor of its own, so every live
+        # message would be compressed once per client (1,000 clients × 20 messages/s), and it
+        # is sent to each as one text; a few hundred bytes of JSON a message are not worth it.
+        "ws_per_message_deflate": False,
+    }
+
+
 def serve_app(app: Any, host: str, port: int, log_level: str,
               announce: Callable[[str], None], ws_ping_seconds: float = 20.0,
               trusted_proxies: str = "127.0.0.1", grace_seconds: float = 30.0) -> None:
@@ -130,15 +148,9 @@ def serve_app(app: Any, host: str, port: int, log_level: str,
                 await runtime.live.hub.close_all(within=min(grace_seconds, 5.0))
             await super().shutdown(sockets)
 
-    # uvicorn pings every WebSocket client and drops those that do not answer in time.
-    # No per-message deflate: each connection has a compressor of its own, so every live
-    # message would be compressed once per client (1,000 clients × 20 messages/s), and it
-    # is sent to each as one text; a few hundred bytes of JSON a message are not worth it.
     # log_config=None: uvicorn's records go through framewatch's own logging set-up.
     server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
-                                   ws_ping_interval=ws_ping_seconds,
-                                   ws_ping_timeout=ws_ping_seconds,
-                                   ws_per_message_deflate=False,
+                                   **websocket_settings(ws_ping_seconds),
                                    proxy_headers=True, forwarded_allow_ips=trusted_proxies,
                                    # SIGTERM: open requests get this long; WebSockets are closed
                                    # first, with 1012 ("service restart") and a reason, so

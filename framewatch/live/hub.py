@@ -1,22 +1,28 @@
 """This process's WebSocket clients: their subscriptions, bounded buffers and counters.
 
 `Hub.deliver` is called for every live message; it filters the message for each client
-(server-side: cameras, detection types, confidence, persons, events) and puts what is left in the
-client's own bounded buffer. A client whose buffer is full is marked to be disconnected — it
-never makes delivery to the others wait. Each distinct view of a message is encoded once and
-the text shared: with 1,000 clients, encoding per client was a seventh of the server's CPU.
+(server-side: cameras, detection types, confidence, persons, events). A client with nothing
+waiting gets what is left written to its socket at once, when the server can (framewatch's
+uvicorn protocol, `framewatch.live.uvicorn_ws`); otherwise it goes into the client's own bounded
+buffer, which the connection's send loop drains. A client whose buffer is full is marked to be
+disconnected — it never makes delivery to the others wait. Each distinct view of a message is
+encoded once, as text and as a frame, and shared: with 1,000 clients, encoding per client was a
+seventh of the server's CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from framewatch.live.bus import LiveMessage
+from framewatch.live.uvicorn_ws import text_frame
 
 SLOW_CLIENT_CLOSE_CODE = 4008
 
@@ -73,6 +79,15 @@ class Subscription:
         return self.person_ids is None or detection.get("person_id") in self.person_ids
 
 
+class Offered(enum.Enum):
+    """What `Client.offer` did with a message."""
+
+    WRITTEN = "written"  # to the socket, at once
+    QUEUED = "queued"  # for the connection's send loop (or held during a replay)
+    NOT_WANTED = "not wanted"
+    FULL = "full"  # the buffer is full: the client is to be disconnected
+
+
 @dataclass(eq=False)
 class Client:
     """One WebSocket connection's state; the endpoint drains `outbox` into the socket."""
@@ -87,6 +102,11 @@ class Client:
     # Set when the server shuts down: the endpoint closes the connection with a reason.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
+    # Writes an encoded frame to the socket now, or says it can't (False); None when the
+    # server offers no such thing. Used only while nothing waits in `outbox` and the send
+    # loop is not between taking a message and writing it (`sending`), so order is kept.
+    write_frame: Callable[[bytes], bool] | None = None
+    sending: bool = False
     # While a replay is being sent, live messages wait here (then only newer ones go out);
     # no more than `buffer` of them, like the outbox.
     held: list[LiveMessage] | None = None
@@ -95,39 +115,50 @@ class Client:
     def __post_init__(self) -> None:
         self.outbox = asyncio.Queue(maxsize=self.buffer)
 
-    def offer(self, message: LiveMessage, rendering: Rendering | None = None) -> bool:
-        """Queue the message (filtered) if a subscription wants it; False if the buffer is full.
-        `rendering`: the texts of this message other clients were given, to share."""
+    def offer(self, message: LiveMessage, rendering: Rendering | None = None) -> Offered:
+        """Write or queue the message (filtered) if a subscription wants it. `rendering`: the
+        encodings of this message other clients were given, to share."""
         if self.held is not None:
             if len(self.held) >= self.buffer:
                 self.overflowed.set()
-                return False
+                return Offered.FULL
             self.held.append(message)
-            return True
+            return Offered.QUEUED
         if message.id <= self.replayed_up_to:
-            return True
-        text = self.render(message, rendering)
-        if text is None:
-            return True
+            return Offered.NOT_WANTED
+        kept = self.view(message)
+        if kept is None:
+            return Offered.NOT_WANTED
+        if rendering is None:
+            rendering = Rendering(message)
+        if (self.write_frame is not None and not self.sending and self.outbox.empty()
+                and self.write_frame(rendering.frame(kept))):
+            self.sent += 1
+            return Offered.WRITTEN
         try:
-            self.outbox.put_nowait(text)
+            self.outbox.put_nowait(rendering.text(kept))
         except asyncio.QueueFull:
             self.overflowed.set()
-            return False
-        return True
+            return Offered.FULL
+        return Offered.QUEUED
 
     def render(self, message: LiveMessage, rendering: Rendering | None = None) -> str | None:
         """This client's view of the message as text; None when it wants none of it."""
+        kept = self.view(message)
+        if kept is None:
+            return None
+        return (rendering or Rendering(message)).text(kept)
+
+    def view(self, message: LiveMessage) -> tuple[int, ...] | None:
+        """Which part of the message this client gets (see `kept_detections`; an event is
+        all or nothing), None when it wants none of it."""
         if self.camera_scope is not None and message.camera_id not in self.camera_scope:
             return None
-        if rendering is None:
-            rendering = Rendering(message)
         if message.type == "event":
             if any(s.wants_event(message) for s in self.subscriptions.values()):
-                return rendering.text(EVERY_DETECTION)
+                return EVERY_DETECTION
             return None
-        kept = self.kept_detections(message)
-        return rendering.text(kept) if kept is not None else None
+        return self.kept_detections(message)
 
     def kept_detections(self, message: LiveMessage) -> tuple[int, ...] | None:
         """Which of a detection message's detections this client gets — the union of its
@@ -156,15 +187,23 @@ EVERY_DETECTION: tuple[int, ...] = ()
 
 
 class Rendering:
-    """One live message's texts, each encoded once, however many clients it goes to: clients
-    whose filters keep the same detections share the same `str` (1,000 unfiltered dashboards
-    cost one `json.dumps`, not 1,000)."""
+    """One live message's texts and frames, each encoded once, however many clients it goes
+    to: clients whose filters keep the same detections share the same `str` and `bytes` (1,000
+    unfiltered dashboards cost one `json.dumps`, not 1,000)."""
 
-    __slots__ = ("_message", "_texts")
+    __slots__ = ("_frames", "_message", "_texts")
 
     def __init__(self, message: LiveMessage) -> None:
         self._message = message
         self._texts: dict[tuple[int, ...], str] = {}
+        self._frames: dict[tuple[int, ...], bytes] = {}
+
+    def frame(self, kept: tuple[int, ...]) -> bytes:
+        """`text(kept)` as a WebSocket text frame, ready for the socket."""
+        frame = self._frames.get(kept)
+        if frame is None:
+            frame = self._frames[kept] = text_frame(self.text(kept))
+        return frame
 
     def text(self, kept: tuple[int, ...]) -> str:
         """The message with only the detections at positions `kept` (EVERY_DETECTION: the
@@ -219,7 +258,10 @@ class Hub:
             if client.overflowed.is_set():
                 self.messages_dropped += 1
                 continue
-            if not client.offer(message, rendering):
+            offered = client.offer(message, rendering)
+            if offered is Offered.WRITTEN:
+                self.messages_sent += 1
+            elif offered is Offered.FULL:
                 self.messages_dropped += 1
                 self.clients_dropped += 1
 

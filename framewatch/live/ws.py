@@ -28,7 +28,8 @@ from framewatch.auth.permissions import Permission
 from framewatch.auth.service import Principal
 from framewatch.auth.wstoken import looks_like_ws_token, read_ws_token
 from framewatch.events.service import EventType
-from framewatch.live.hub import SLOW_CLIENT_CLOSE_CODE, Client, Subscription
+from framewatch.live.hub import SLOW_CLIENT_CLOSE_CODE, Client, Offered, Subscription
+from framewatch.live.uvicorn_ws import PREPARED_FRAMES
 from framewatch.runtime import Runtime
 
 router = APIRouter()
@@ -79,6 +80,11 @@ async def detections_ws(
     client = Client(principal=principal.actor, buffer=runtime.settings.ws_buffer_messages,
                     camera_scope=principal.camera_scope,
                     may_read_events=principal.allows(Permission.EVENTS_READ))
+    # Under `framewatch serve`, live messages are written to the socket from the hub itself
+    # while this connection keeps up (framewatch/live/uvicorn_ws.py).
+    prepared_frames = websocket.scope.get("extensions", {}).get(PREPARED_FRAMES)
+    if prepared_frames is not None:
+        client.write_frame = prepared_frames["write"]
     hub = runtime.live.hub
     hub.add(client)
     session = _Session(websocket, runtime, client, last_event_id)
@@ -174,7 +180,11 @@ class _Session:
         hub = self.runtime.live.hub
         while True:
             text = await self.client.outbox.get()
-            await self.websocket.send_text(text)
+            self.client.sending = True  # the hub queues behind this one meanwhile
+            try:
+                await self.websocket.send_text(text)
+            finally:
+                self.client.sending = False
             self.client.sent += 1
             hub.messages_sent += 1
 
@@ -265,8 +275,8 @@ class _Session:
         # A message read from the log for the replay may still reach the hub live after it.
         self.client.replayed_up_to = max(self.client.replayed_up_to, newest)
         for message in held:
-            if message.id > newest:
-                self.client.offer(message)
+            if message.id > newest and self.client.offer(message) is Offered.WRITTEN:
+                self.runtime.live.hub.messages_sent += 1
 
     async def unsubscribe(self, message: dict[str, Any]) -> None:
         try:

@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from framewatch.app import create_app
+from framewatch.cli.common import websocket_settings
 from tests.api_fixtures import ADMIN_KEY, make_settings
 from tests.queue.scenario import small_frame
 from tests.support.servers import serve_app
@@ -82,13 +83,16 @@ def provider_body(url: str) -> dict[str, Any]:
 
 @contextmanager
 def serve_tuned(app: Any, *, ping_seconds: float | None = None,
-                send_buffer: int | None = None) -> Iterator[str]:
+                send_buffer: int | None = None, prepared_frames: bool = True) -> Iterator[str]:
     """Like `tests.support.servers.serve_app`, with the WebSocket settings of `framewatch serve`
-    (framewatch/cli/common.py) where that one leaves uvicorn's defaults: a keepalive ping every
-    `ping_seconds` (a peer silent for as long is dropped), and no per-message deflate. Also
+    (`websocket_settings` in framewatch/cli/common.py): framewatch's WebSocket protocol class, a
+    keepalive ping every `ping_seconds` (a peer silent for as long is dropped), and no
+    per-message deflate. Also
     `send_buffer`: a fixed kernel send buffer of that many bytes per connection (Linux copies it
     from the listening socket), so that a client that stops reading backs up into the server
-    after kilobytes instead of the megabytes autotuning allows.
+    after kilobytes instead of the megabytes autotuning allows. `prepared_frames=False`: uvicorn's
+    own protocol class instead, without the extension, as under another server (every message
+    goes through ASGI sends).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,9 +101,10 @@ def serve_tuned(app: Any, *, ping_seconds: float | None = None,
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     ping = 20.0 if ping_seconds is None else ping_seconds  # uvicorn's default otherwise
-    config = uvicorn.Config(app, log_level="warning", lifespan="on",
-                            ws_ping_interval=ping, ws_ping_timeout=ping,
-                            ws_per_message_deflate=False)
+    settings = websocket_settings(ping)
+    if not prepared_frames:
+        settings["ws"] = "websockets-sansio"
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -271,15 +276,16 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(tmp_path: Path, database_url: str, *, ping_seconds: float | None = None,
-                      send_buffer: int | None = None, **overrides: Any
-                      ) -> AsyncIterator[LiveServer]:
+                      send_buffer: int | None = None, prepared_frames: bool = True,
+                      **overrides: Any) -> AsyncIterator[LiveServer]:
     """The API served on 127.0.0.1 and set up for the live tests; `overrides` are settings."""
     provider = CrowdProvider()
     settings = make_settings(tmp_path, database_url, log_level="WARNING",
                              **{**QUIET, **overrides})
     app = create_app(settings)
     with serve_app(provider.app()) as provider_url, \
-            serve_tuned(app, ping_seconds=ping_seconds, send_buffer=send_buffer) as base_url:
+            serve_tuned(app, ping_seconds=ping_seconds, send_buffer=send_buffer,
+                        prepared_frames=prepared_frames) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             server = LiveServer(base_url, http, provider)
             await server.setup(provider_url)

@@ -5,10 +5,12 @@ distinct view of a message is encoded once — clients with the same view are ha
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from framewatch.live.bus import LiveMessage
-from framewatch.live.hub import Client, Hub, Subscription
+from framewatch.live.hub import EVERY_DETECTION, Client, Hub, Rendering, Subscription
+from tests.live.clients import read_frames
 
 PERSON = {"id": 11, "type": "person", "label": "person", "confidence": 0.9, "person_id": 7}
 CAR = {"id": 12, "type": "vehicle", "label": "car", "confidence": 0.6, "person_id": None}
@@ -130,3 +132,57 @@ async def test_a_full_buffer_drops_that_client_only() -> None:
     assert hub.stats() == {
         "connections": 2, "subscriptions": 2, "messages_sent": 0, "messages_dropped": 2,
         "clients_dropped": 1}
+
+
+async def test_a_client_that_keeps_up_is_written_to_at_once_and_order_is_kept_otherwise(
+) -> None:
+    """With a way to write frames (`framewatch serve`'s protocol), a client with nothing waiting
+    gets the message's frame written at once; anything waiting, a send in progress or a socket
+    that can't take more sends it to the queue, behind what is there."""
+    written: list[tuple[str, bytes]] = []
+    accepting = {"one": True, "two": True}
+
+    def writer(name: str) -> Callable[[bytes], bool]:
+        def write(frame: bytes) -> bool:
+            if accepting[name]:
+                written.append((name, frame))
+            return accepting[name]
+        return write
+
+    hub = Hub()
+    one, two, yard = client({}), client({}), client({"camera_ids": ["yard"]})
+    for name, each in (("one", one), ("two", two), ("yard", yard)):
+        each.write_frame = writer(name)
+        hub.add(each)
+
+    def message(number: int) -> LiveMessage:
+        return LiveMessage(number, "detection", "gate", {"detections": [PERSON]})
+
+    def ids(frames: list[bytes]) -> list[int]:
+        return [json.loads(payload)["id"] for frame in frames
+                for _, payload in read_frames(frame)]
+
+    hub.deliver(message(1))
+    assert sorted(name for name, _ in written) == ["one", "two"]
+    assert written[0][1] is written[1][1]  # one frame for the view, shared
+    assert read_frames(written[0][1]) == [(1, Rendering(message(1)).text(EVERY_DETECTION)
+                                           .encode())]
+    assert hub.messages_sent == 2 and one.sent == two.sent == 1
+
+    accepting["one"] = False  # its socket's buffer is full
+    hub.deliver(message(2))
+    accepting["one"] = True
+    hub.deliver(message(3))  # `one` has a message waiting: this one waits behind it
+    assert ids([frame for name, frame in written if name == "two"]) == [1, 2, 3]
+    # (Taken from the queue, as the send loop does: the next one can be written at once.)
+    assert [json.loads(text)["id"] for text in queued(one)] == [2, 3]
+
+    two.sending = True  # its send loop is between taking a message and writing it
+    hub.deliver(message(4))
+    assert [json.loads(text)["id"] for text in queued(two)] == [4]
+    two.sending = False
+    hub.deliver(message(5))
+    assert ids([frame for name, frame in written if name == "one"]) == [1, 4, 5]
+    assert ids([frame for name, frame in written if name == "two"]) == [1, 2, 3, 5]
+    assert queued(yard) == [] and yard.sent == 0  # it wants none of it
+    assert hub.stats()["messages_sent"] == 7  # written at once (the queued ones: by the loop)

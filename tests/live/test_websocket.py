@@ -34,9 +34,17 @@ ALL = (("person", 0.9), ("car", 0.6), ("person", 0.3))
 
 
 @pytest.fixture
-async def server(tmp_path: Path, sqlite_url: str) -> AsyncIterator[LiveServer]:
-    async with live_server(tmp_path, sqlite_url) as running:
+async def server(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str
+                 ) -> AsyncIterator[LiveServer]:
+    """The API served with `framewatch serve`'s WebSocket protocol; parametrized with False,
+    with uvicorn's own (no prepared frames: every message goes through ASGI sends)."""
+    prepared_frames = getattr(request, "param", True)
+    async with live_server(tmp_path, sqlite_url, prepared_frames=prepared_frames) as running:
         yield running
+
+
+BOTH_WAYS = pytest.mark.parametrize("server", [True, False], indirect=True,
+                                    ids=["prepared frames", "ASGI sends only"])
 
 
 # Authentication -------------------------------------------------------------------------------
@@ -90,6 +98,7 @@ async def test_without_a_valid_key_an_error_then_close_4401(server: LiveServer) 
 
 # Subscriptions and server-side filters -------------------------------------------------------
 
+@BOTH_WAYS
 async def test_filters_are_applied_on_the_server(server: LiveServer) -> None:
     filters: dict[str, dict[str, Any]] = {
         "gate": {"camera_ids": ["gate"]},
@@ -179,6 +188,7 @@ async def test_two_subscriptions_give_one_message_with_the_union_then_unsubscrib
 
 # Requests, statistics and bad messages -------------------------------------------------------
 
+@BOTH_WAYS
 async def test_ping_and_stats_count_connections_subscriptions_and_messages(
     server: LiveServer,
 ) -> None:
