@@ -21,10 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.frames import Frame, Opcode
+
 from framewatch.live.bus import LiveMessage
-from framewatch.live.uvicorn_ws import text_frame
 
 SLOW_CLIENT_CLOSE_CODE = 4008
+# The ASGI extension through which a server writes a frame straight to a client's socket
+# (framewatch/live/uvicorn_ws.py).
+PREPARED_FRAMES = "framewatch.websocket.prepared_frames"
+
+
+def text_frame(text: str) -> bytes:
+    """One unfragmented, unmasked text frame (what a server sends) carrying `text`."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,15 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-PREPARED_FRAMES = "framewatch.websocket.prepared_frames"
-
-
-def text_frame(text: str) -> bytes:
-    """One unfragmented, unmasked text frame (what a server sends) carrying `text`."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+from framewatch.live.hub import PREPARED_FRAMES
 
 
 class FramewatchWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -42,7 +36,8 @@ class FramewatchWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][PREPARED_FRAMES] = {"write": self.write_prepared}
 
     def write_prepared(self, frame: bytes) -> bool:
-        """Write `frame` (from `text_frame`) now if the connection can take it; else False."""
+        """Write `frame` (a whole frame: `framewatch.live.hub.text_frame`) now if the connection
+        can take it; else False."""
         if (self.close_sent or self.disconnected or self.conn.state is not State.OPEN
                 or self.conn.extensions or self.conn.expect_continuation_frame
                 or not self.writable.is_set() or self.transport.is_closing()):

@@ -28,8 +28,13 @@ from framewatch.auth.permissions import Permission
 from framewatch.auth.service import Principal
 from framewatch.auth.wstoken import looks_like_ws_token, read_ws_token
 from framewatch.events.service import EventType
-from framewatch.live.hub import SLOW_CLIENT_CLOSE_CODE, Client, Offered, Subscription
-from framewatch.live.uvicorn_ws import PREPARED_FRAMES
+from framewatch.live.hub import (
+    PREPARED_FRAMES,
+    SLOW_CLIENT_CLOSE_CODE,
+    Client,
+    Offered,
+    Subscription,
+)
 from framewatch.runtime import Runtime
 
 router = APIRouter()

@@ -13,7 +13,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from framewatch.live.uvicorn_ws import PREPARED_FRAMES, text_frame
+from framewatch.live.hub import PREPARED_FRAMES, text_frame
 from tests.live.clients import raw_upgrade, read_frames, serve_tuned
 
 # Texts of the three payload lengths a frame header can carry: 7 bits, 16 bits, 64 bits.
