@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,15 +57,23 @@ async def authenticate_key(runtime: Runtime, key: str) -> KeyCheck:
     return await asyncio.shield(check)
 
 
+def refusal(principal: Principal, permission: Permission) -> Literal["permission", "scope"] | None:
+    """Why a known key may not use `permission`: its role lacks it ("permission"), or the
+    permission reaches every camera and the key is limited to some ("scope"); None: it may."""
+    if not principal.allows(permission):
+        return "permission"
+    if permission in UNSCOPED_ONLY and principal.camera_scope is not None:
+        return "scope"
+    return None
+
+
 def granted_by_cache(runtime: Runtime, key: str, permission: Permission) -> Principal | None:
     """The key's principal when this process's key cache already knows the key and `_authorize`
     would let it through for `permission`; None in every other case (unknown to the cache,
     refused: `_authorize` decides, and audits a refusal)."""
     check = runtime.key_cache.get(hash_key(key))
     principal = check.principal if check is not None else None
-    if principal is None or not principal.allows(permission):
-        return None
-    if permission in UNSCOPED_ONLY and principal.camera_scope is not None:
+    if principal is None or refusal(principal, permission) is not None:
         return None
     return principal
 
@@ -175,7 +183,8 @@ async def _authorize(
             raise Unauthorized("an API key is required: `Authorization: Bearer <key>`")
         raise Unauthorized("the API key is unknown, revoked or expired")
     principal = check.principal
-    if not principal.allows(permission):
+    why = refusal(principal, permission)
+    if why == "permission":
         await audit_refusal(
             runtime, EventType.AUTH_DENIED,
             f"key {principal.name!r} lacks {permission.value} for {request.url.path}",
@@ -187,7 +196,7 @@ async def _authorize(
             f"{principal.role.value} role does not have",
             required_permission=permission.value,
         )
-    if permission in UNSCOPED_ONLY and principal.camera_scope is not None:
+    if why == "scope":
         await audit_refusal(
             runtime, EventType.AUTH_DENIED,
             f"key {principal.name!r} is limited to cameras: no {permission.value} for "
