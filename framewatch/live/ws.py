@@ -87,7 +87,7 @@ async def detections_ws(
                     may_read_events=principal.allows(Permission.EVENTS_READ))
     # Under `framewatch serve`, live messages are written to the socket from the hub itself
     # while this connection keeps up (framewatch/live/uvicorn_ws.py).
-    prepared_frames = websocket.scope.get("extensions", {}).get(PREPARED_FRAMES)
+    prepared_frames = (websocket.scope.get("extensions") or {}).get(PREPARED_FRAMES)
     if prepared_frames is not None:
         client.write_frame = prepared_frames["write"]
     hub = runtime.live.hub
